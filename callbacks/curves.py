@@ -1,0 +1,71 @@
+"""Record logged scalars during training and plot them against the step."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from callbacks._paths import log_image_to_loggers, run_dir
+from lebm.plotting import plot_curves
+
+
+class MetricCurves(Callback):
+    """Plot chosen logged metrics against the training step to ``<run>/metrics.png``.
+
+    Training metrics are read every ``every_n_steps`` steps and validation metrics after each
+    validation epoch, from ``trainer.callback_metrics``, so this works with any logger.
+    The figure is rewritten after every validation epoch and at the end of fit (rank 0).
+
+    Args:
+        keys: metric names or glob patterns (``"val/*"``) to plot, one panel each.
+        every_n_steps: how often to record training metrics.
+    """
+
+    def __init__(
+        self,
+        keys: list[str] | None = None,
+        every_n_steps: int = 10,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.keys = keys or ["train/loss_ebm", "train/loss_gen", "train/mse", "val/*"]
+        self.every_n_steps = every_n_steps
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def _record(self, trainer: L.Trainer, prefix: str) -> None:
+        for name, value in trainer.callback_metrics.items():
+            if not name.startswith(prefix) or value.numel() != 1:
+                continue
+            if any(fnmatch.fnmatch(name, pattern) for pattern in self.keys):
+                self.history.setdefault(name, []).append((trainer.global_step, float(value)))
+
+    def _plot(self, trainer: L.Trainer) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        order = sorted(self.history, key=lambda k: (k.startswith("val/"), k))
+        path = run_dir(trainer) / "metrics.png"
+        plot_curves({k: self.history[k] for k in order}, path)
+        return path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._record(trainer, "train/")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._record(trainer, "val/")
+        self._plot(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self._plot(trainer)
+        if path is not None:
+            log_image_to_loggers(trainer, "metrics", path)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {k: [tuple(p) for p in v] for k, v in state_dict["history"].items()}

@@ -1,0 +1,296 @@
+"""Shared machinery for small in-memory datamodules.
+
+:class:`ToyDataModule` holds everything a low-dimensional point-cloud datamodule needs
+(argument validation, seeded generation, shuffling and splitting, optional standardization
+and the four dataloaders), so a concrete data set only sets :attr:`ToyDataModule.data_shape`
+and implements :meth:`ToyDataModule._generate`.
+
+:class:`SampleRequests` is the data set behind every ``predict_dataloader``: its items are
+just indices, and a model's ``predict_step`` draws ``len(batch)`` samples per batch.
+"""
+
+import abc
+import inspect
+from typing import ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class SampleRequests(Dataset):
+    """A data set of sample requests: item ``i`` is the 0-d tensor ``torch.tensor(i)``.
+
+    Used by predict dataloaders. Batched by a ``DataLoader`` it yields index tensors of
+    shape (B,), and a model's ``predict_step`` generates ``len(batch)`` samples per batch,
+    so one pass over the loader asks for ``num_samples`` samples in total.
+
+    Args:
+        num_samples: Number of requests (items); must be >= 0.
+    """
+
+    def __init__(self, num_samples: int) -> None:
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples!r}")
+        self.num_samples = int(num_samples)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Returns ``torch.tensor(index)``, a 0-d int64 tensor."""
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} requests")
+        return torch.tensor(index % self.num_samples)
+
+
+def split_sizes(
+    num_samples: int, val_fraction: float, test_fraction: float
+) -> tuple[int, int, int]:
+    """Sizes of the train / val / test splits of ``num_samples`` points.
+
+    The val and test sizes are ``round(fraction * num_samples)``, raised to 1 when the fraction
+    is positive; the train split takes the rest.
+
+    Returns:
+        ``(n_train, n_val, n_test)``, summing to ``num_samples``.
+    """
+    n_val = round(val_fraction * num_samples)
+    n_test = round(test_fraction * num_samples)
+    if val_fraction > 0:
+        n_val = max(n_val, 1)
+    if test_fraction > 0:
+        n_test = max(n_test, 1)
+    return num_samples - n_val - n_test, n_val, n_test
+
+
+class ToyDataModule(L.LightningDataModule, abc.ABC):
+    """Abstract base for in-memory, low-dimensional point-cloud datamodules.
+
+    On first use (``setup`` or any accessor) ``num_samples`` points of shape ``data_shape``
+    are drawn with ``numpy.random.default_rng(seed)``, converted to float32, shuffled by a
+    permutation drawn from the same generator and cut into train / val / test tensors, so
+    two instances built with the same arguments hold identical data. Generation happens once;
+    later calls are no-ops.
+
+    If ``standardize`` is true every split is mapped through ``(x - mean) / std`` with the
+    per-coordinate mean and (population) standard deviation of the *train* split; otherwise
+    ``mean`` is zeros and ``std`` ones. The stored splits (:meth:`split`, the dataloaders) are
+    always the transformed data; :meth:`destandardize` maps model-space points back.
+
+    Dataloaders yield plain float32 tensors of shape (B, *data_shape), not tuples. The
+    predict dataloader yields index tensors of shape (B,) from :class:`SampleRequests`.
+
+    Subclasses set the class attribute :attr:`data_shape`, implement :meth:`_generate` and
+    re-declare ``__init__`` with their own ``noise`` default (and any extra arguments), since
+    LightningCLI reads the constructor signature.
+
+    Args:
+        num_samples: Total number of points over all splits; >= 10.
+        noise: Data-set specific noise level; >= 0 (see the subclass for its meaning).
+        seed: Seed for generation, the split permutation and train shuffling.
+        batch_size: Batch size of every dataloader; >= 1.
+        val_fraction: Fraction of points in the validation split; >= 0.
+        test_fraction: Fraction of points in the test split; >= 0, and
+            ``val_fraction + test_fraction < 1`` with at least one train point left.
+        standardize: Standardize all splits with the train-split mean / std.
+        num_predict_samples: Number of samples the predict dataloader requests; >= 1.
+        num_workers: DataLoader worker processes; >= 0 (persistent when > 0).
+    """
+
+    #: Shape of one data point, e.g. ``(2,)``; available before ``setup``.
+    data_shape: ClassVar[tuple[int, ...]] = (2,)
+
+    def __init__(
+        self,
+        num_samples: int = 10_000,
+        noise: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 256,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        standardize: bool = False,
+        num_predict_samples: int = 1000,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_samples < 10:
+            raise ValueError(f"num_samples must be >= 10, got {num_samples!r}")
+        if not noise >= 0:  # also rejects NaN
+            raise ValueError(f"noise must be >= 0, got {noise!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        if not 0 <= test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+        if not val_fraction + test_fraction < 1:
+            raise ValueError(
+                "val_fraction + test_fraction must be < 1, got "
+                f"val_fraction={val_fraction!r} + test_fraction={test_fraction!r}"
+            )
+        sizes = split_sizes(num_samples, val_fraction, test_fraction)
+        if sizes[0] < 1:
+            raise ValueError(
+                f"val_fraction={val_fraction!r} and test_fraction={test_fraction!r} leave no "
+                f"training points out of num_samples={num_samples!r} (split sizes "
+                f"train/val/test = {sizes}); lower the fractions or raise num_samples"
+            )
+        if num_predict_samples < 1:
+            raise ValueError(f"num_predict_samples must be >= 1, got {num_predict_samples!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+
+        # No ``save_hyperparameters()``: Lightning refuses to log when a datamodule and its model
+        # share an hparam name with different values (``seed``, ``noise``, ``batch_size`` ...),
+        # and LightningCLI already records the full config.
+        self.num_samples = int(num_samples)
+        self.noise = float(noise)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.standardize = bool(standardize)
+        self.num_predict_samples = int(num_predict_samples)
+        self.num_workers = int(num_workers)
+        self.split_sizes: tuple[int, int, int] = sizes
+
+        self._splits: dict[str, torch.Tensor] | None = None
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ generation
+
+    @abc.abstractmethod
+    def _generate(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draws ``n`` raw (unstandardized) points.
+
+        Args:
+            n: Number of points.
+            rng: The generator to take every random draw from (seeded from ``seed``).
+
+        Returns:
+            Array of shape (n, *data_shape); any float dtype.
+        """
+
+    @staticmethod
+    def _sklearn_seed(rng: np.random.Generator) -> int:
+        """An int ``random_state`` for scikit-learn generators, drawn from ``rng``."""
+        return int(rng.integers(0, 2**31 - 1))
+
+    def _ensure_data(self) -> dict[str, torch.Tensor]:
+        """Generates, shuffles, splits and (optionally) standardizes the data, once."""
+        if self._splits is not None:
+            return self._splits
+        rng = np.random.default_rng(self.seed)
+        raw = np.asarray(self._generate(self.num_samples, rng))
+        expected = (self.num_samples, *self.data_shape)
+        if raw.shape != expected:
+            raise RuntimeError(
+                f"{type(self).__name__}._generate returned shape {raw.shape}, expected {expected}"
+            )
+        data = torch.from_numpy(raw.astype(np.float32, copy=False)).contiguous()
+        data = data[torch.from_numpy(rng.permutation(self.num_samples))]
+
+        n_train, n_val, _ = self.split_sizes
+        train, val, test = data[:n_train], data[n_train : n_train + n_val], data[n_train + n_val :]
+        if self.standardize:
+            mean = train.mean(dim=0)
+            std = train.std(dim=0, correction=0) if n_train > 1 else torch.ones_like(mean)
+            std = torch.where(std > 0, std, torch.ones_like(std))
+        else:
+            mean = torch.zeros(self.data_shape)
+            std = torch.ones(self.data_shape)
+        self._mean, self._std = mean, std
+        self._splits = {
+            name: ((x - mean) / std).contiguous()
+            for name, x in zip(SPLITS, (train, val, test), strict=True)
+        }
+        return self._splits
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generates the data (idempotent); ``stage`` is ignored."""
+        self._ensure_data()
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-coordinate shift, shape ``data_shape`` (zeros unless standardizing)."""
+        self._ensure_data()
+        assert self._mean is not None
+        return self._mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Per-coordinate scale, shape ``data_shape`` (ones unless standardizing)."""
+        self._ensure_data()
+        assert self._std is not None
+        return self._std
+
+    def destandardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps model-space points back to the raw data scale: ``x * std + mean``.
+
+        Args:
+            x: Tensor of shape (..., *data_shape).
+
+        Returns:
+            Tensor of the same shape (on ``x``'s device and dtype).
+        """
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def split(self, name: str) -> torch.Tensor:
+        """The whole ``"train"``, ``"val"`` or ``"test"`` split (generating it if needed).
+
+        Returns:
+            Float32 tensor of shape (N_split, *data_shape), standardized if ``standardize``.
+            Empty (N_split = 0) for a split whose fraction is 0.
+        """
+        if name not in SPLITS:
+            raise ValueError(f"split name must be one of {list(SPLITS)}, got {name!r}")
+        return self._ensure_data()[name]
+
+    # ------------------------------------------------------------------ dataloaders
+
+    def _loader(self, data: Dataset | torch.Tensor, shuffle: bool = False, **kwargs) -> DataLoader:
+        return DataLoader(
+            data,  # type: ignore[arg-type]  # a tensor is indexable and sized
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of shape (B, *data_shape); drops the last partial batch when the
+        train split holds more than ``batch_size`` points. Shuffling is seeded from ``seed``."""
+        train = self.split("train")
+        return self._loader(
+            train,
+            shuffle=True,
+            drop_last=len(train) > self.batch_size,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
+        val = self.split("val")
+        return self._loader(val) if len(val) else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
+        test = self.split("test")
+        return self._loader(test) if len(test) else []
+
+    def predict_dataloader(self) -> DataLoader:
+        """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
+        return self._loader(SampleRequests(self.num_predict_samples))
+
+    def __repr__(self) -> str:
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        args = ", ".join(f"{k}={getattr(self, k, '?')!r}" for k in names)
+        return f"{type(self).__name__}({args})"

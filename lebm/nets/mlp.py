@@ -1,0 +1,95 @@
+"""Fully connected networks for low-dimensional latents and data."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from torch import Tensor, nn
+
+Activation = Literal["gelu", "leaky_relu", "silu", "relu", "tanh"]
+
+_ACTIVATIONS: dict[str, type[nn.Module] | tuple[type[nn.Module], dict]] = {
+    "gelu": nn.GELU,
+    "leaky_relu": (nn.LeakyReLU, {"negative_slope": 0.2}),
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+}
+
+
+def make_activation(name: Activation) -> nn.Module:
+    """Build an activation by name (leaky ReLU uses slope 0.2, as in Pang et al.)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    entry = _ACTIVATIONS[name]
+    cls, kwargs = entry if isinstance(entry, tuple) else (entry, {})
+    return cls(**kwargs)
+
+
+class MLP(nn.Module):
+    """``in_features -> hidden x depth -> out_features`` with an activation after each hidden layer.
+
+    Args:
+        in_features: input width.
+        out_features: output width.
+        hidden: width of every hidden layer.
+        depth: number of hidden layers (0 gives a single linear map).
+        activation: nonlinearity between layers.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int = 200,
+        depth: int = 2,
+        activation: Activation = "gelu",
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if hidden < 1 or depth < 0:
+            raise ValueError(f"need hidden >= 1 and depth >= 0, got hidden={hidden}, depth={depth}")
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), make_activation(activation)]
+            width = hidden
+        layers.append(nn.Linear(width, out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_features) -> (B, out_features)."""
+        return self.net(x)
+
+
+class EnergyMLP(MLP):
+    """Scalar network ``f(z)``: (B, latent_dim) -> (B,)."""
+
+    def __init__(
+        self, latent_dim: int, hidden: int = 200, depth: int = 2, activation: Activation = "gelu"
+    ) -> None:
+        super().__init__(latent_dim, 1, hidden, depth, activation)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).squeeze(-1)
+
+
+class GeneratorMLP(MLP):
+    """Generator ``g(z)``: (B, latent_dim) -> (B, *data_shape), linear output."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        data_shape: tuple[int, ...],
+        hidden: int = 128,
+        depth: int = 2,
+        activation: Activation = "gelu",
+    ) -> None:
+        super().__init__(latent_dim, math.prod(data_shape), hidden, depth, activation)
+        self.data_shape = tuple(data_shape)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.data_shape)

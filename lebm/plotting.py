@@ -1,0 +1,94 @@
+"""Figures shared by callbacks and scripts (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def plot_samples(
+    samples: Tensor,
+    reference: Tensor | None = None,
+    title: str = "",
+    path: str | Path | None = None,
+):
+    """Scatter (2-D) or histogram (1-D) of samples over optional reference data.
+
+    Args:
+        samples: shape (N, 1) / (N,) or (N, 2); other shapes are plotted by their first two
+            coordinates.
+        reference: real points drawn underneath in grey, same layout.
+        title: figure title.
+        path: if given, the figure is saved there (parents created) and closed.
+
+    Returns:
+        The matplotlib figure (already closed when saved).
+    """
+    samples = samples.detach().float().cpu().flatten(1)
+    ref = None if reference is None else reference.detach().float().cpu().flatten(1)
+    fig, ax = plt.subplots(figsize=(5, 5) if samples.shape[1] > 1 else (6, 4))
+    if samples.shape[1] == 1:
+        both = samples if ref is None else ref
+        lo, hi = both.min().item(), both.max().item()
+        bins = [lo + (hi - lo) * i / 60 for i in range(61)]
+        if ref is not None:
+            ax.hist(ref[:, 0].numpy(), bins=bins, density=True, color="0.7", label="data")
+        ax.hist(
+            samples[:, 0].numpy(), bins=bins, density=True, histtype="step", lw=2, label="model"
+        )
+        ax.set_ylabel("density")
+    else:
+        if ref is not None:
+            ax.scatter(ref[:, 0], ref[:, 1], s=3, c="0.75", label="data")
+        ax.scatter(samples[:, 0], samples[:, 1], s=3, c="tab:blue", alpha=0.7, label="model")
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="upper right", markerscale=3)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_curves(
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    path: str | Path | None = None,
+    title: str = "",
+):
+    """One small panel per metric: value against training step.
+
+    Args:
+        history: metric name -> list of (step, value).
+        path: if given, save there and close.
+        title: figure title.
+    """
+    names = [k for k, v in history.items() if len(v) > 0]
+    cols = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        steps, values = zip(*history[name], strict=True)
+        ax.plot(steps, values, marker="." if len(steps) < 50 else None)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def _finish(fig, path: str | Path | None):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
