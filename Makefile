@@ -1,0 +1,37 @@
+# lebm: every target installs what it needs first, so a fresh clone needs nothing else.
+# uv from PATH, else the uv Python package (installed with pip on first use).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+VENV := .venv
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/latent_ebm/moons
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: LatentEBM on two moons (embedded toy data, about 3 minutes on 2 cores).
+run: $(STAMP)
+	$(UV) run --frozen lebm fit -c configs/latent_ebm/moons.yaml \
+		--trainer.default_root_dir $(RUN_DIR) --trainer.enable_progress_bar false
+
+test: $(STAMP)
+	$(UV) run --frozen pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(UV) run --frozen pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(UV) run --frozen ruff check lebm datamodules callbacks tests benchmarks
+	$(UV) run --frozen ruff format --check lebm datamodules callbacks tests benchmarks
+
+bench: $(STAMP)
+	$(UV) run --frozen python -m benchmarks.bench_latent_ebm
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# Keep CLI tests tiny: a few batches, short chains.
+FAST = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.enable_model_summary=false",
+    "--model.init_args.prior_steps=5",
+    "--model.init_args.posterior_steps=5",
+]
+
+
+@pytest.fixture
+def run_cli():
+    """Run the lebm CLI in-process (importing lightning once per session, not per test)."""
+    from lebm.cli import run_cli as _run_cli
+
+    return _run_cli

@@ -1,0 +1,120 @@
+"""The lebm command line: fit/test/predict, outputs, resume, errors, devices and precision."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import CONFIGS, FAST, ROOT
+
+MOONS = str(CONFIGS / "latent_ebm" / "moons.yaml")
+
+
+def fit(run_cli, root, *extra):
+    return run_cli(["fit", "-c", MOONS, f"--trainer.default_root_dir={root}", *FAST, *extra])
+
+
+def test_fit_writes_metrics_checkpoint_samples_and_config(run_cli, tmp_path, capsys):
+    cli = fit(run_cli, tmp_path)
+    run = tmp_path / "version_0"
+    assert cli.trainer.log_dir == str(run)
+    assert cli.model.hparams.data_shape == (2,)  # linked from the datamodule
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "samples.png").exists() and (run / "metrics.png").exists()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "lebm.models.LatentEBM"
+    with open(run / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    for key in ["train/loss_ebm", "train/loss_gen", "train/mse", "train/en_pos", "train/en_neg",
+                "train/posterior_grad_norm", "val/mmd", "val/swd"]:
+        assert key in columns
+    out = capsys.readouterr().out
+    assert f"Run folder: {run}" in out and "val/mmd" in out
+
+
+def test_test_and_predict_from_checkpoint(run_cli, tmp_path):
+    fit(run_cli, tmp_path)
+    ckpt = str(tmp_path / "version_0" / "checkpoints" / "last.ckpt")
+    cli = run_cli(["test", "-c", MOONS, f"--trainer.default_root_dir={tmp_path}", *FAST,
+                   f"--ckpt_path={ckpt}"])
+    assert {"test/mmd", "test/swd", "test/mse"} <= set(cli.trainer.callback_metrics)
+    cli = run_cli(["predict", "-c", MOONS, f"--trainer.default_root_dir={tmp_path}", *FAST,
+                   f"--ckpt_path={ckpt}", "--data.init_args.num_predict_samples=300"])
+    files = list(tmp_path.glob("version_*/predictions/samples.pt"))
+    assert len(files) == 1
+    samples = torch.load(files[0])
+    assert samples.shape == (300, 2) and torch.isfinite(samples).all()
+
+
+def test_resume_continues_from_last_checkpoint(run_cli, tmp_path):
+    first = fit(run_cli, tmp_path)
+    steps = first.trainer.global_step
+    ckpt = str(tmp_path / "version_0" / "checkpoints" / "last.ckpt")
+    second = fit(run_cli, tmp_path, "--trainer.max_epochs=2", f"--ckpt_path={ckpt}")
+    assert second.trainer.current_epoch == 2
+    assert second.trainer.global_step == 2 * steps
+
+
+def test_print_config_shows_the_full_experiment(run_cli, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["fit", "-c", MOONS, "--print_config"])
+    assert exc.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "lebm.models.LatentEBM"
+    assert printed["data"]["class_path"] == "datamodules.MoonsDataModule"
+    assert printed["model"]["init_args"]["posterior_steps"] == 20
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--model.init_args.no_such_option=1", "no_such_option"),
+        ("--model.init_args.posterior_steps=many", "posterior_steps"),
+        ("--model.init_args.sampler=hmc", "sampler"),
+    ],
+)
+def test_bad_arguments_fail_with_a_message(run_cli, capsys, arg, message):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["fit", "-c", MOONS, arg])
+    assert exc.value.code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_every_config_parses_and_instantiates(run_cli):
+    configs = sorted(CONFIGS.rglob("*.yaml"))
+    assert configs
+    for config in configs:
+        cli = run_cli(["-c", str(config), "--trainer.logger=false"], run=False)
+        assert cli.model.hparams.data_shape == tuple(cli.datamodule.data_shape), config
+
+
+def test_bf16_mixed_precision_trains_with_fp32_chains(run_cli, tmp_path):
+    cli = fit(run_cli, tmp_path, "--trainer.precision=bf16-mixed")
+    model = cli.model
+    assert cli.trainer.precision == "bf16-mixed"
+    assert model.sample_prior(4).sample.dtype == torch.float32
+    assert torch.isfinite(torch.tensor(float(cli.trainer.callback_metrics["train/loss_ebm"])))
+
+
+@pytest.mark.slow
+def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path):
+    cli = fit(run_cli, tmp_path, "--trainer.strategy=ddp_spawn", "--trainer.devices=2")
+    assert cli.trainer.world_size == 2
+    run = tmp_path / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get("val/mmd") for r in rows)
+    assert all(r.get("train/loss_ebm", "") != "nan" for r in rows)
+
+
+@pytest.mark.slow
+def test_console_script_and_module_entry_point():
+    exe = ROOT / ".venv" / "bin" / "lebm"
+    for cmd in ([str(exe)], [sys.executable, "-m", "lebm"]):
+        result = subprocess.run([*cmd, "fit", "--help"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "--trainer" in result.stdout and "--model" in result.stdout
