@@ -162,18 +162,45 @@ class LatentEBM(L.LightningModule):
             "generator": -self.log_likelihood(x, z_pos.detach()),
         }
 
-    def learning_losses(self, x: Tensor) -> dict[str, Tensor]:
-        """Per-sample losses of one training iteration on batch x (draws fresh chains)."""
-        return self.losses_from_latents(
-            x, self.sample_posterior(x).sample, self.sample_prior(len(x)).sample
-        )
+    def learning_losses(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Per-sample losses of one training iteration on batch x, drawing fresh chains.
+
+        This is the protocol the gradient-variance callback uses: each entry has shape (B,),
+        its batch mean is a training loss, and :meth:`gradient_groups` names the network it
+        trains.
+        """
+        return self._losses_and_logs(x, generator)[0]
+
+    def gradient_groups(self) -> dict[str, torch.nn.Module]:
+        """Loss name -> the network whose parameters that loss trains."""
+        return {"energy": self.energy, "generator": self.generator}
+
+    def _losses_and_logs(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Draw posterior and prior chains; return per-sample losses and values to log."""
+        pos = self.sample_posterior(x, generator)
+        neg = self.sample_prior(len(x), generator)
+        losses = self.losses_from_latents(x, pos.sample, neg.sample)
+        logs = self._chain_logs(x, pos.sample, neg.sample)
+        logs |= {f"posterior_{k}": v for k, v in pos.diagnostics().items()}
+        logs |= {f"prior_{k}": v for k, v in neg.diagnostics().items()}
+        return losses, logs
+
+    @torch.no_grad()
+    def _chain_logs(self, x: Tensor, z_pos: Tensor, z_neg: Tensor) -> dict[str, Tensor]:
+        """Energies ``-f`` at positive and negative latents and the reconstruction MSE."""
+        return {
+            "mse": (self.generator(z_pos) - x).pow(2).mean(),
+            "en_pos": -self.energy(z_pos).mean(),
+            "en_neg": -self.energy(z_neg).mean(),
+        }
 
     # ----------------------------------------------------------------- Lightning
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        x = batch
-        pos = self.sample_posterior(x)
-        neg = self.sample_prior(len(x))
-        losses = self.losses_from_latents(x, pos.sample, neg.sample)
+        losses, logs = self._losses_and_logs(batch)
         loss_ebm, loss_gen = losses["energy"].mean(), losses["generator"].mean()
 
         opt_ebm, opt_gen = self.optimizers()
@@ -186,19 +213,8 @@ class LatentEBM(L.LightningModule):
         opt_ebm.step()
         opt_gen.step()
 
-        with torch.no_grad():
-            f_pos, f_neg = self.energy(pos.sample), self.energy(neg.sample)
-            mse = (self.generator(pos.sample) - x).pow(2).mean()
-        metrics = {
-            "loss_ebm": loss_ebm,
-            "loss_gen": loss_gen,
-            "mse": mse,
-            "en_pos": -f_pos.mean(),
-            "en_neg": -f_neg.mean(),
-        }
-        metrics |= {f"posterior_{k}": v for k, v in pos.diagnostics().items()}
-        metrics |= {f"prior_{k}": v for k, v in neg.diagnostics().items()}
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=False)
+        logs = {"loss_ebm": loss_ebm.detach(), "loss_gen": loss_gen.detach(), **logs}
+        self.log_dict({f"train/{k}": v for k, v in logs.items()})
         self.log("train/loss", loss_ebm + loss_gen, prog_bar=True)
         return loss_ebm + loss_gen
 
