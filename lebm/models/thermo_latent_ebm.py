@@ -1,0 +1,161 @@
+"""Latent EBM whose generator learns through thermodynamic integration (TI).
+
+Same model, prior sampler, optimizers and logging as :class:`~lebm.models.LatentEBM`; only
+the posterior part differs. Each iteration samples the power posteriors
+``p_t(z | x) ∝ p(x | z)^t p_alpha(z)`` on a temperature ladder, all temperatures in one
+batched tensor, and
+
+- generator (``generator_objective="tempered"``, the seed study's estimator): minimise minus
+  the trapezoid TI estimate of ``log p(x)`` with latents detached. Its gradient is
+  ``sum_i w_i E_{t_i}[grad log p(x|z)]``, a *tempered* learning gradient that drops the
+  covariance terms ``t Cov_t(log p(x|z), grad log p(x|z))``;
+- generator (``"exact"``): adds those covariance terms with a leave-one-out baseline over
+  ``num_chains >= 2`` chains per (temperature, data point), so the estimator's expectation is
+  the exact gradient ``E_{p_1}[grad log p(x|z)]`` (up to the ladder's discretisation);
+- EBM: the vanilla loss ``mean f(z-) - mean f(z+)`` with the t = 1 chains as positives and,
+  as negatives, prior samples: by default the same prior chains as LatentEBM
+  (``negatives="prior"``: prior_steps of prior_step_size, so vanilla and TI differ only in
+  the posterior part), or the ladder's own t = 0 chains (``negatives="ladder"``), whose target
+  is also the prior but which run the posterior sampler's (shorter) schedule.
+
+The EBM is trained in every mode (the earlier JAX implementation froze it; see
+``tests/test_thermo.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lebm.models.latent_ebm import LatentEBM
+from lebm.thermo import (
+    ChainInit,
+    PowerPosteriorSamples,
+    TemperatureLadder,
+    expected_log_likelihoods,
+    sample_power_posteriors,
+)
+
+
+class ThermoLatentEBM(LatentEBM):
+    """LatentEBM with a TI (power-posterior) learning signal for the generator.
+
+    Args:
+        num_temperatures: ladder size N_t (>= 2) for ``t_i = (i / (N_t - 1))^temperature_power``.
+        temperature_power: p > 0 (1 uniform; > 1 packs temperatures near 0).
+        temperatures: explicit ladder instead (strictly increasing, from 0 to 1).
+        chain_init: ``"independent"`` (every temperature from N(0, sigma_0^2 I), one batched
+            call) or ``"annealed"`` (temperature i warm-starts from i - 1).
+        steps_per_temperature: Langevin steps per temperature when annealed (default:
+            posterior_steps). Independent chains run posterior_steps.
+        num_chains: chains per (temperature, data point); ``"exact"`` needs >= 2.
+        generator_objective: ``"tempered"`` or ``"exact"`` (see the module docstring).
+        negatives: ``"prior"`` or ``"ladder"`` (see the module docstring).
+        **kwargs: every LatentEBM argument (posterior_steps and posterior_step_size set the
+            power-posterior chains).
+    """
+
+    def __init__(
+        self,
+        *args,
+        num_temperatures: int = 10,
+        temperature_power: float = 1.0,
+        temperatures: list[float] | None = None,
+        chain_init: ChainInit = "independent",
+        steps_per_temperature: int | None = None,
+        num_chains: int = 1,
+        generator_objective: Literal["tempered", "exact"] = "tempered",
+        negatives: Literal["prior", "ladder"] = "prior",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.ladder = TemperatureLadder(num_temperatures, temperature_power, temperatures)
+        problems = []
+        if chain_init not in ("independent", "annealed"):
+            problems.append(f"chain_init must be 'independent' or 'annealed', got {chain_init!r}")
+        if steps_per_temperature is not None and steps_per_temperature < 1:
+            problems.append(f"steps_per_temperature must be >= 1, got {steps_per_temperature}")
+        if generator_objective not in ("tempered", "exact"):
+            problems.append(
+                f"generator_objective must be 'tempered' or 'exact', got {generator_objective!r}"
+            )
+        if num_chains < 1 or (generator_objective == "exact" and num_chains < 2):
+            problems.append(
+                f"num_chains must be >= 1 (>= 2 for generator_objective='exact', whose "
+                f"covariance correction needs a leave-one-out baseline), got {num_chains}"
+            )
+        if negatives not in ("prior", "ladder"):
+            problems.append(f"negatives must be 'prior' or 'ladder', got {negatives!r}")
+        if problems:
+            raise ValueError("ThermoLatentEBM: " + "; ".join(problems))
+
+    def sample_power_posteriors(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> PowerPosteriorSamples:
+        """Chains for every temperature and data point: z of shape (N_t, K, B, latent_dim)."""
+        hp = self.hparams
+        annealed = hp.chain_init == "annealed"
+        steps = (
+            hp.steps_per_temperature
+            if annealed and hp.steps_per_temperature
+            else hp.posterior_steps
+        )
+        return sample_power_posteriors(
+            self.log_prior,
+            self.log_likelihood,
+            x,
+            (hp.latent_dim,),
+            self.ladder,
+            steps,
+            hp.posterior_step_size,
+            init=hp.chain_init,
+            num_chains=hp.num_chains,
+            mh=hp.sampler == "mala",
+            init_scale=hp.prior_sigma,
+            generator=generator,
+        )
+
+    def log_evidence(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """TI estimate of ``log p(x_b)`` (up to the EBM's log Z_alpha): shape (B,)."""
+        return self.ladder.integrate(
+            expected_log_likelihoods(self.sample_power_posteriors(x, generator))
+        )
+
+    def _generator_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        """Per-sample generator loss from power-posterior latents z (N_t, K, B, d): shape (B,)."""
+        n_t, k, b = z.shape[:3]
+        x_all = x.repeat(n_t * k, *([1] * (x.ndim - 1)))
+        loglik = self.log_likelihood(x_all, z.detach().flatten(0, 2)).view(n_t, k, b)
+        if self.hparams.generator_objective == "exact":
+            held = loglik.detach()
+            baseline = (held.sum(1, keepdim=True) - held) / (k - 1)  # leave-one-out
+            t = self.ladder.t.to(loglik).view(-1, 1, 1)
+            loglik = loglik + t * (held - baseline) * loglik
+        return -self.ladder.integrate(loglik.mean(1))
+
+    def _losses_and_logs(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        ladder = self.sample_power_posteriors(x, generator)
+        z_pos = ladder.z[-1, 0]
+        if self.hparams.negatives == "ladder":
+            z_neg, prior_diag = ladder.z[0, 0], {}
+        else:
+            neg = self.sample_prior(len(x), generator)
+            z_neg, prior_diag = neg.sample, neg.diagnostics()
+        f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
+        losses = {
+            "energy": f_neg - f_pos,
+            "generator": self._generator_loss(x, ladder.z),
+        }
+        expected = expected_log_likelihoods(ladder).detach()  # (N_t, B)
+        logs = self._chain_logs(x, z_pos, z_neg)
+        logs["log_px_ti"] = self.ladder.integrate(expected).mean()
+        logs |= {f"expected_loglik/t{i:02d}": e for i, e in enumerate(expected.mean(1))}
+        logs["posterior_grad_norm"] = ladder.grad_norm
+        if ladder.acceptance_rate is not None:
+            logs["posterior_acceptance_rate"] = ladder.acceptance_rate
+        logs |= {f"prior_{k}": v for k, v in prior_diag.items()}
+        return losses, logs
