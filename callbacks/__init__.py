@@ -1,7 +1,8 @@
 """Training observers: sample plots, metric curves, prediction writers."""
 
 from callbacks.curves import MetricCurves
+from callbacks.grad_variance import GradientVariance
 from callbacks.prediction_writer import SampleWriter
 from callbacks.samples import SamplePlotter
 
-__all__ = ["MetricCurves", "SamplePlotter", "SampleWriter"]
+__all__ = ["GradientVariance", "MetricCurves", "SamplePlotter", "SampleWriter"]
