@@ -28,8 +28,16 @@ def test_fit_writes_metrics_checkpoint_samples_and_config(run_cli, tmp_path, cap
     assert config["model"]["class_path"] == "lebm.models.LatentEBM"
     with open(run / "metrics.csv") as f:
         columns = set(next(csv.reader(f)))
-    for key in ["train/loss_ebm", "train/loss_gen", "train/mse", "train/en_pos", "train/en_neg",
-                "train/posterior_grad_norm", "val/mmd", "val/swd"]:
+    for key in [
+        "train/loss_ebm",
+        "train/loss_gen",
+        "train/mse",
+        "train/en_pos",
+        "train/en_neg",
+        "train/posterior_grad_norm",
+        "val/mmd",
+        "val/swd",
+    ]:
         assert key in columns
     out = capsys.readouterr().out
     assert f"Run folder: {run}" in out and "val/mmd" in out
@@ -38,11 +46,28 @@ def test_fit_writes_metrics_checkpoint_samples_and_config(run_cli, tmp_path, cap
 def test_test_and_predict_from_checkpoint(run_cli, tmp_path):
     fit(run_cli, tmp_path)
     ckpt = str(tmp_path / "version_0" / "checkpoints" / "last.ckpt")
-    cli = run_cli(["test", "-c", MOONS, f"--trainer.default_root_dir={tmp_path}", *FAST,
-                   f"--ckpt_path={ckpt}"])
+    cli = run_cli(
+        [
+            "test",
+            "-c",
+            MOONS,
+            f"--trainer.default_root_dir={tmp_path}",
+            *FAST,
+            f"--ckpt_path={ckpt}",
+        ]
+    )
     assert {"test/mmd", "test/swd", "test/mse"} <= set(cli.trainer.callback_metrics)
-    cli = run_cli(["predict", "-c", MOONS, f"--trainer.default_root_dir={tmp_path}", *FAST,
-                   f"--ckpt_path={ckpt}", "--data.init_args.num_predict_samples=300"])
+    cli = run_cli(
+        [
+            "predict",
+            "-c",
+            MOONS,
+            f"--trainer.default_root_dir={tmp_path}",
+            *FAST,
+            f"--ckpt_path={ckpt}",
+            "--data.init_args.num_predict_samples=300",
+        ]
+    )
     files = list(tmp_path.glob("version_*/predictions/samples.pt"))
     assert len(files) == 1
     samples = torch.load(files[0])
@@ -115,6 +140,8 @@ def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path):
 def test_console_script_and_module_entry_point():
     exe = ROOT / ".venv" / "bin" / "lebm"
     for cmd in ([str(exe)], [sys.executable, "-m", "lebm"]):
-        result = subprocess.run([*cmd, "fit", "--help"], capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [*cmd, "fit", "--help"], capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr
         assert "--trainer" in result.stdout and "--model" in result.stdout
