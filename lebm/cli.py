@@ -21,15 +21,54 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.prediction_writer import SampleWriter
 
 
+class LebmSaveConfig(SaveConfigCallback):
+    """Writes ``config.yaml`` to the run folder and logs the full config to W&B loggers."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update(
+                    {"lebm_config": self.config.clone().as_dict()}, allow_val_change=True
+                )
+
+
+def _class_name(config, key: str) -> str | None:
+    """Short class name of the ``class_path`` under ``key`` of a parsed config, if any."""
+    node = config.get(key)
+    path = getattr(node, "class_path", None) or (node.get("class_path") if isinstance(node, dict) else None)
+    return path.rsplit(".", 1)[-1] if path else None
+
+
 class LebmCLI(LightningCLI):
     """LightningCLI with lebm's links, defaults and output summary."""
+
+    def before_instantiate_classes(self) -> None:
+        """Group W&B runs by model and tag them with the dataset (and TI power) if unset."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        loggers = config.trainer.get("logger")
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        model, data = _class_name(config, "model"), _class_name(config, "data")
+        for logger in loggers:
+            if not str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+                continue
+            args = logger.init_args
+            if args.get("save_dir") in (None, "."):
+                args["save_dir"] = config.trainer.get("default_root_dir") or "."
+            if args.get("group") is None:
+                args["group"] = model
+            tags = list(args.get("tags") or [])
+            tags.append(f"data={data}")
+            power = config.model.init_args.get("temperature_power")
+            if power is not None:
+                tags.append(f"p={power}")
+            args["tags"] = tags
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments(
@@ -40,10 +79,15 @@ class LebmCLI(LightningCLI):
         parser.add_lightning_class_args(SampleWriter, "prediction_writer")
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """Always log CSV to the run folder (first, so it names ``trainer.log_dir``)."""
         config = self._get(self.config_init, "trainer", default={})
-        if config.get("logger") in (None, True) and "logger" not in kwargs:
+        logger = config.get("logger")
+        if logger is not False and "logger" not in kwargs:
             root = config.get("default_root_dir") or os.getcwd()
-            kwargs["logger"] = CSVLogger(save_dir=root, name="")
+            loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
+            if not any(isinstance(lg, CSVLogger) for lg in loggers):
+                loggers.insert(0, CSVLogger(save_dir=root, name=""))
+            kwargs["logger"] = loggers
         return super().instantiate_trainer(**kwargs)
 
     @rank_zero_only
@@ -94,6 +138,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LebmCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults={"inference_mode": False},
+        save_config_callback=LebmSaveConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
