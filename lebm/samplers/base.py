@@ -91,22 +91,23 @@ def log_prob_and_grad(log_prob: LogProb, z: Tensor) -> tuple[Tensor, Tensor]:
     return lp.detach(), grad
 
 
-def check_finite(first_bad_step: Tensor, step_size: Tensor, name: str) -> None:
+def check_finite(lp_trace: Tensor, step_size: Tensor, name: str) -> None:
     """Raise a SamplerDivergenceError if any chain went non-finite (one host sync).
 
     Args:
-        first_bad_step: per-chain index of the first step with a non-finite value, -1 if none.
+        lp_trace: log-density of every state, shape (n_steps + 1, B); a non-finite state or
+            gradient at step k makes the log-density at step k + 1 non-finite.
         step_size: the per-chain step sizes used.
         name: sampler name for the message.
     """
-    bad = first_bad_step >= 0
+    bad = ~torch.isfinite(lp_trace)
     if not bool(bad.any()):
         return
-    idx = bad.nonzero()[0].item()
-    step = int(first_bad_step[idx])
-    n_bad = int(bad.sum())
+    chains = bad.any(0)
+    idx = int(chains.nonzero()[0])
+    step = int(bad[:, idx].int().argmax())
     raise SamplerDivergenceError(
-        f"{name}: {n_bad} of {first_bad_step.numel()} chains became non-finite (first at step "
+        f"{name}: {int(chains.sum())} of {len(chains)} chains became non-finite (first at step "
         f"{step}, chain {idx}, step_size {step_size.flatten()[idx].item():g}). Lower the step size, "
         "use MALA (mh=True) which rejects exploding proposals, or check the energy/likelihood "
         "for overflow (e.g. a likelihood sigma that is too small)."

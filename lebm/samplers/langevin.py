@@ -78,16 +78,18 @@ def langevin(
         z = z0.detach()
         lp, grad = log_prob_and_grad(log_prob, z)
         lp_start = lp
+        # log-densities of every state, for one divergence check at the end: a non-finite
+        # state or gradient makes the next state's log-density non-finite too.
+        lp_trace = lp.new_empty(n_steps + 1, batch)
+        lp_trace[0] = lp
         grad_norm_sum = torch.zeros(batch, device=device, dtype=dtype)
         accepted = torch.zeros(batch, device=device, dtype=dtype) if mh else None
-        first_bad = torch.full((batch,), -1, device=device, dtype=torch.long)
-        first_bad = _mark_nonfinite(first_bad, lp, grad, 0)
         trajectory = [z] if return_trajectory else None
 
         for k in range(n_steps):
-            grad_norm_sum += grad.flatten(1).norm(dim=1)
+            grad_norm_sum += torch.linalg.vector_norm(grad.flatten(1), dim=1)
             eps = torch.randn(z.shape, generator=generator, device=device, dtype=dtype)
-            proposal = z + s * grad + noise_std * eps
+            proposal = torch.addcmul(z, s, grad).addcmul_(noise_std, eps)
             if mh:
                 lp_prop, grad_prop = log_prob_and_grad(log_prob, proposal)
                 # log q(z | z') - log q(z' | z), with q(a | b) = N(a; b + s grad(b), 2 s I);
@@ -102,20 +104,19 @@ def langevin(
                 z = torch.where(keep, proposal, z)
                 grad = torch.where(keep, grad_prop, grad)
                 lp = torch.where(accept, lp_prop, lp)
-                accepted += accept.to(dtype)
+                accepted += accept
             else:
                 z = proposal
                 if k + 1 < n_steps:
                     lp, grad = log_prob_and_grad(log_prob, z)
-                    first_bad = _mark_nonfinite(first_bad, lp, grad, k + 1)
                 else:  # last state: the log-density is needed, its gradient is not
                     with torch.no_grad():
                         lp = log_prob(z)
-                    first_bad = _mark_nonfinite(first_bad, lp, z, k + 1)
+            lp_trace[k + 1] = lp
             if trajectory is not None:
                 trajectory.append(z)
 
-    check_finite(first_bad, s, name)
+    check_finite(lp_trace, s, name)
     steps = max(n_steps, 1)
     return SamplerResult(
         sample=z.detach(),
@@ -146,9 +147,3 @@ def mala(
         generator=generator,
         return_trajectory=return_trajectory,
     )
-
-
-def _mark_nonfinite(first_bad: Tensor, lp: Tensor, other: Tensor, step: int) -> Tensor:
-    """Record ``step`` for chains whose log-density or ``other`` is non-finite (no host sync)."""
-    bad = ~(torch.isfinite(lp) & torch.isfinite(other.flatten(1)).all(1))
-    return torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
