@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/latent_ebm/moons
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench experiment clean
 
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -29,6 +29,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(UV) run --frozen ruff check lebm datamodules callbacks tests benchmarks
 	$(UV) run --frozen ruff format --check lebm datamodules callbacks tests benchmarks
+
+# Vanilla vs TI latent EBM: gradient variance and sample quality (about 20 min on 2 cores).
+experiment: $(STAMP)
+	$(UV) run --frozen python -m lebm.experiments.ti_variance $(EXPERIMENT_ARGS)
 
 bench: $(STAMP)
 	$(UV) run --frozen python -m benchmarks.bench_latent_ebm

@@ -42,7 +42,7 @@ class LatentEBM(L.LightningModule):
         energy_hidden: width of the EBM MLP ``f_alpha``.
         energy_depth: number of hidden layers of ``f_alpha``.
         energy_activation: nonlinearity of ``f_alpha``.
-        generator: generator architecture (``"mlp"`` for low-dimensional data).
+        generator_arch: generator architecture (``"mlp"`` for low-dimensional data).
         generator_hidden: width of the generator MLP.
         generator_depth: number of hidden layers of the generator MLP.
         generator_activation: nonlinearity of the generator.
@@ -67,7 +67,7 @@ class LatentEBM(L.LightningModule):
         energy_hidden: int = 200,
         energy_depth: int = 2,
         energy_activation: Activation = "gelu",
-        generator: Literal["mlp"] = "mlp",
+        generator_arch: Literal["mlp"] = "mlp",
         generator_hidden: int = 128,
         generator_depth: int = 2,
         generator_activation: Activation = "gelu",
@@ -283,8 +283,8 @@ def _validate(args: dict) -> None:
             problems.append(f"{name} must be >= 0, got {args[name]}")
     if args["sampler"] not in ("langevin", "mala"):
         problems.append(f"sampler must be 'langevin' or 'mala', got {args['sampler']!r}")
-    if args["generator"] != "mlp":
-        problems.append(f"generator must be 'mlp', got {args['generator']!r}")
+    if args["generator_arch"] != "mlp":
+        problems.append(f"generator_arch must be 'mlp', got {args['generator_arch']!r}")
     if not all(0.0 <= b < 1.0 for b in args["betas"]) or len(args["betas"]) != 2:
         problems.append(f"betas must be two numbers in [0, 1), got {args['betas']}")
     if not 0.0 < args["lr_decay"] <= 1.0:

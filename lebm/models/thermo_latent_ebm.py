@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lebm.losses import contrastive_energy_loss
 from lebm.models.latent_ebm import LatentEBM
 from lebm.thermo import (
     ChainInit,
@@ -145,9 +146,8 @@ class ThermoLatentEBM(LatentEBM):
         else:
             neg = self.sample_prior(len(x), generator)
             z_neg, prior_diag = neg.sample, neg.diagnostics()
-        f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
         losses = {
-            "energy": f_neg - f_pos,
+            "energy": contrastive_energy_loss(self.energy(z_pos), self.energy(z_neg)),
             "generator": self._generator_loss(x, ladder.z),
         }
         expected = expected_log_likelihoods(ladder).detach()  # (N_t, B)
