@@ -84,13 +84,17 @@ class ToyDataModule(L.LightningDataModule, abc.ABC):
     Dataloaders yield plain float32 tensors of shape (B, *data_shape), not tuples. The
     predict dataloader yields index tensors of shape (B,) from :class:`SampleRequests`.
 
-    Subclasses set the class attribute :attr:`data_shape`, implement :meth:`_generate` and
-    re-declare ``__init__`` with their own ``noise`` default (and any extra arguments), since
-    LightningCLI reads the constructor signature.
+    Subclasses set the class attributes :attr:`data_shape` and :attr:`default_noise` and
+    implement :meth:`_generate`. A subclass with arguments of its own declares only those
+    (keyword-only, typed, with defaults) in ``def __init__(self, *, extra: float = ...,
+    **kwargs)`` and passes ``**kwargs`` on to ``super().__init__``; jsonargparse (hence
+    LightningCLI) follows ``**kwargs`` into this signature, so every argument stays visible
+    and validated.
 
     Args:
         num_samples: Total number of points over all splits; >= 10.
         noise: Data-set specific noise level; >= 0 (see the subclass for its meaning).
+            ``None`` (the default) means the subclass's :attr:`default_noise`.
         seed: Seed for generation, the split permutation and train shuffling.
         batch_size: Batch size of every dataloader; >= 1.
         val_fraction: Fraction of points in the validation split; >= 0.
@@ -104,10 +108,13 @@ class ToyDataModule(L.LightningDataModule, abc.ABC):
     #: Shape of one data point, e.g. ``(2,)``; available before ``setup``.
     data_shape: ClassVar[tuple[int, ...]] = (2,)
 
+    #: The ``noise`` used when the argument is ``None``; set by every concrete subclass.
+    default_noise: ClassVar[float]
+
     def __init__(
         self,
         num_samples: int = 10_000,
-        noise: float = 0.0,
+        noise: float | None = None,
         seed: int = 0,
         batch_size: int = 256,
         val_fraction: float = 0.1,
@@ -117,6 +124,10 @@ class ToyDataModule(L.LightningDataModule, abc.ABC):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        if noise is None:
+            noise = getattr(type(self), "default_noise", None)
+            if noise is None:
+                raise TypeError(f"{type(self).__name__} sets no default_noise; pass noise")
         if num_samples < 10:
             raise ValueError(f"num_samples must be >= 10, got {num_samples!r}")
         if not noise >= 0:  # also rejects NaN
@@ -290,7 +301,20 @@ class ToyDataModule(L.LightningDataModule, abc.ABC):
         """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
         return self._loader(SampleRequests(self.num_predict_samples))
 
+    @classmethod
+    def _init_parameter_names(cls) -> list[str]:
+        """Names of all constructor arguments: this base's first, then each subclass's own."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            init = vars(klass).get("__init__")
+            if not (isinstance(klass, type) and issubclass(klass, ToyDataModule)) or init is None:
+                continue
+            for p in list(inspect.signature(init).parameters.values())[1:]:
+                if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names:
+                    names.append(p.name)
+        return names
+
     def __repr__(self) -> str:
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        names = self._init_parameter_names()
         args = ", ".join(f"{k}={getattr(self, k, '?')!r}" for k in names)
         return f"{type(self).__name__}({args})"

@@ -2,11 +2,12 @@
 
 Every class here is a :class:`~datamodules.base.ToyDataModule`: it shares the base's
 arguments (``num_samples``, ``seed``, ``batch_size``, split fractions, ``standardize``,
-``num_predict_samples``, ``num_workers``), differs in the default and meaning of ``noise``,
-and may add arguments of its own. Each subclass spells out the full ``__init__`` signature
-because LightningCLI builds datamodules from it.
+``num_predict_samples``, ``num_workers``), differs in the meaning of ``noise`` and its
+default (the class attribute ``default_noise``, used when ``noise`` is ``None``), and may
+add arguments of its own. Such a subclass declares only its extra arguments and forwards
+``**kwargs`` to the base, which jsonargparse / LightningCLI resolve to the full signature.
 
-Summary (``data_shape``, meaning of ``noise``, default):
+Summary (``data_shape``, meaning of ``noise``, ``default_noise``):
 
 * :class:`MoonsDataModule` — (2,), sklearn ``make_moons`` Gaussian noise std, 0.05.
 * :class:`CirclesDataModule` — (2,), sklearn ``make_circles`` Gaussian noise std, 0.05.
@@ -31,35 +32,12 @@ class MoonsDataModule(ToyDataModule):
     """Two interleaving half circles (scikit-learn ``make_moons``), raw sklearn scale.
 
     Points lie roughly in [-1, 2] x [-0.5, 1]. ``noise`` is the std of the Gaussian noise
-    sklearn adds to every coordinate. See :class:`~datamodules.base.ToyDataModule` for the
-    other arguments.
+    sklearn adds to every coordinate; default 0.05. See
+    :class:`~datamodules.base.ToyDataModule` for the other arguments.
     """
 
     data_shape = (2,)
-
-    def __init__(
-        self,
-        num_samples: int = 10_000,
-        noise: float = 0.05,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
+    default_noise = 0.05
 
     def _generate(self, n: int, rng: np.random.Generator) -> np.ndarray:
         x, _ = make_moons(n_samples=n, noise=self.noise, random_state=self._sklearn_seed(rng))
@@ -69,41 +47,25 @@ class MoonsDataModule(ToyDataModule):
 class CirclesDataModule(ToyDataModule):
     """Two concentric circles (scikit-learn ``make_circles``): radius 1 and ``factor``.
 
-    ``noise`` is the std of the Gaussian noise sklearn adds to every coordinate. See
-    :class:`~datamodules.base.ToyDataModule` for the other arguments.
+    ``noise`` is the std of the Gaussian noise sklearn adds to every coordinate; default
+    0.05. See :class:`~datamodules.base.ToyDataModule` for the other arguments.
 
     Args:
         factor: Radius of the inner circle relative to the outer one; in (0, 1).
     """
 
     data_shape = (2,)
+    default_noise = 0.05
 
     def __init__(
         self,
-        num_samples: int = 10_000,
-        noise: float = 0.05,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
+        *,
         factor: float = 0.5,
+        **kwargs,
     ) -> None:
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}")
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
+        super().__init__(**kwargs)
         self.factor = float(factor)
 
     def _generate(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -121,38 +83,15 @@ class SwissRollDataModule(ToyDataModule):
 
     sklearn's roll spans about [-10, 13] per coordinate; dividing by 5 brings it to order-1
     scale (about [-2, 2.6]). ``noise`` is the std of the Gaussian noise sklearn adds
-    *before* the division, so the effective noise std is ``noise / 5`` (0.05 by default). See
-    :class:`~datamodules.base.ToyDataModule` for the other arguments.
+    *before* the division (default 0.25), so the effective noise std is ``noise / 5`` (0.05
+    by default). See :class:`~datamodules.base.ToyDataModule` for the other arguments.
     """
 
     data_shape = (2,)
+    default_noise = 0.25
 
     #: Divisor applied to sklearn's coordinates.
     scale: float = 5.0
-
-    def __init__(
-        self,
-        num_samples: int = 10_000,
-        noise: float = 0.25,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
 
     def _generate(self, n: int, rng: np.random.Generator) -> np.ndarray:
         x, _ = make_swiss_roll(n_samples=n, noise=self.noise, random_state=self._sklearn_seed(rng))
@@ -163,41 +102,25 @@ class EightGaussiansDataModule(ToyDataModule):
     """Equal-weight mixture of 8 isotropic Gaussians on a circle.
 
     Component ``k`` (k = 0..7) is centred at ``radius * (cos(k pi / 4), sin(k pi / 4))`` and
-    has std ``noise`` in every coordinate. See :class:`~datamodules.base.ToyDataModule` for
-    the other arguments.
+    has std ``noise`` (default 0.1) in every coordinate. See
+    :class:`~datamodules.base.ToyDataModule` for the other arguments.
 
     Args:
         radius: Radius of the circle carrying the means; > 0.
     """
 
     data_shape = (2,)
+    default_noise = 0.1
 
     def __init__(
         self,
-        num_samples: int = 10_000,
-        noise: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
+        *,
         radius: float = 2.0,
+        **kwargs,
     ) -> None:
         if not radius > 0:
             raise ValueError(f"radius must be > 0, got {radius!r}")
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
+        super().__init__(**kwargs)
         self.radius = float(radius)
 
     @property
@@ -223,30 +146,7 @@ class CheckerboardDataModule(ToyDataModule):
     """
 
     data_shape = (2,)
-
-    def __init__(
-        self,
-        num_samples: int = 10_000,
-        noise: float = 0.0,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
+    default_noise = 0.0
 
     @staticmethod
     def filled_squares() -> np.ndarray:
@@ -266,8 +166,8 @@ class TwoModesDataModule(ToyDataModule):
     """Two well-separated isotropic Gaussians (the toy example of the NCSN paper).
 
     ``weight * N((offset, offset), noise^2 I) + (1 - weight) * N((-offset, -offset), noise^2 I)``;
-    by default ``0.8 N((5, 5), I) + 0.2 N((-5, -5), I)``. ``noise`` is the component std.
-    See :class:`~datamodules.base.ToyDataModule` for the other arguments.
+    by default ``0.8 N((5, 5), I) + 0.2 N((-5, -5), I)``. ``noise`` is the component std
+    (default 1.0). See :class:`~datamodules.base.ToyDataModule` for the other arguments.
 
     Args:
         weight: Mixture weight of the component at ``(offset, offset)``; in (0, 1).
@@ -275,36 +175,20 @@ class TwoModesDataModule(ToyDataModule):
     """
 
     data_shape = (2,)
+    default_noise = 1.0
 
     def __init__(
         self,
-        num_samples: int = 10_000,
-        noise: float = 1.0,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
+        *,
         weight: float = 0.8,
         offset: float = 5.0,
+        **kwargs,
     ) -> None:
         if not 0 < weight < 1:
             raise ValueError(f"weight must be in (0, 1), got {weight!r}")
         if not math.isfinite(offset):
             raise ValueError(f"offset must be finite, got {offset!r}")
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
+        super().__init__(**kwargs)
         self.weight = float(weight)
         self.offset = float(offset)
 
@@ -342,21 +226,15 @@ class GaussianMixture1DDataModule(ToyDataModule):
     """
 
     data_shape = (1,)
+    default_noise = 0.0
 
     def __init__(
         self,
-        num_samples: int = 10_000,
-        noise: float = 0.0,
-        seed: int = 0,
-        batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = False,
-        num_predict_samples: int = 1000,
-        num_workers: int = 0,
+        *,
         weights: tuple[float, float] = (0.25, 0.75),
         means: tuple[float, float] = (-9.0, 4.0),
         stds: tuple[float, float] = (1.0, 2.0),
+        **kwargs,
     ) -> None:
         weights = _pair("weights", weights)
         means = _pair("means", means)
@@ -367,17 +245,7 @@ class GaussianMixture1DDataModule(ToyDataModule):
             raise ValueError(f"weights must sum to 1 (within 1e-6), got {weights!r}")
         if not all(s > 0 for s in stds):
             raise ValueError(f"stds must all be > 0, got {stds!r}")
-        super().__init__(
-            num_samples=num_samples,
-            noise=noise,
-            seed=seed,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            num_predict_samples=num_predict_samples,
-            num_workers=num_workers,
-        )
+        super().__init__(**kwargs)
         self.weights = weights
         self.means = means
         self.stds = stds

@@ -7,6 +7,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from jsonargparse import ArgumentError, ArgumentParser
 
 import datamodules
 from datamodules import (
@@ -61,28 +62,106 @@ def test_base_is_abstract():
         ToyDataModule()  # type: ignore[abstract]
 
 
+BASE_ARGS = [
+    "num_samples",
+    "noise",
+    "seed",
+    "batch_size",
+    "val_fraction",
+    "test_fraction",
+    "standardize",
+    "num_predict_samples",
+    "num_workers",
+]
+
+
+def _cli_defaults(cls) -> dict:
+    """The constructor arguments and defaults jsonargparse (hence LightningCLI) resolves."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "data")
+    return parser.parse_args([]).data.as_dict()
+
+
 @by_class
 def test_signature_is_cli_friendly(cls):
-    """Every constructor argument is annotated and has a default (LightningCLI needs both)."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    assert params, cls
-    for p in params:
-        assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, p
+    """jsonargparse sees every base argument plus the subclass's own, all typed with defaults."""
+    init = vars(cls).get("__init__")  # the subclass's own constructor, if it declares one
+    own = [
+        p
+        for p in (list(inspect.signature(init).parameters.values())[1:] if init else [])
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    for p in own:  # the subclass's extra arguments, if any
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY, p
         assert p.annotation is not inspect.Parameter.empty, f"{cls.__name__}.{p.name}"
         assert p.default is not inspect.Parameter.empty, f"{cls.__name__}.{p.name}"
-    base = {p.name for p in params}
-    assert {
-        "num_samples",
-        "noise",
-        "seed",
-        "batch_size",
-        "val_fraction",
-        "test_fraction",
-        "standardize",
-        "num_predict_samples",
-        "num_workers",
-    } <= base
-    assert inspect.signature(cls.__init__).parameters["noise"].default == DEFAULT_NOISE[cls]
+    defaults = _cli_defaults(cls)
+    assert set(defaults) == set(BASE_ARGS) | {p.name for p in own}
+    assert defaults["noise"] is None  # resolved to the class default at construction
+    for p in own:
+        assert defaults[p.name] == p.default, p.name
+    base = {k: v.default for k, v in inspect.signature(ToyDataModule.__init__).parameters.items()}
+    assert all(defaults[k] == base[k] for k in BASE_ARGS)
+    # The resolved defaults construct the module, with the class's own noise default.
+    dm = cls(**{**defaults, **SMALL})
+    assert dm.noise == cls.default_noise == DEFAULT_NOISE[cls]
+    assert isinstance(dm.noise, float)
+
+
+@by_class
+def test_cli_parser_validates_args(cls):
+    """Typed arguments are type-checked and unknown ones rejected by the parser."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "data")
+    cfg = parser.parse_args(["--data.noise=0.3", "--data.batch_size=7"])
+    assert cfg.data.noise == 0.3 and cfg.data.batch_size == 7
+    with pytest.raises(ArgumentError, match="batch_size"):
+        parser.parse_args(["--data.batch_size=abc"])
+    with pytest.raises(ArgumentError, match="no_such"):
+        parser.parse_args(["--data.no_such=1"])
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "attrs"),
+    [
+        (CirclesDataModule, ["--data.factor=0.3"], {"factor": 0.3}),
+        (EightGaussiansDataModule, ["--data.radius=4"], {"radius": 4.0}),
+        (TwoModesDataModule, ["--data.weight=0.4", "--data.offset=2"], {"weight": 0.4}),
+        (GaussianMixture1DDataModule, ["--data.stds=[3, 4]"], {"stds": (3.0, 4.0)}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else str(v),
+)
+def test_cli_parser_subclass_args_reach_module(cls, args, attrs):
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "data")
+    cfg = parser.parse_args([*args, "--data.num_samples=50", "--data.seed=5"])
+    dm = cls(**cfg.data.as_dict())
+    assert dm.num_samples == 50 and dm.seed == 5 and dm.noise == DEFAULT_NOISE[cls]
+    for name, value in attrs.items():
+        assert getattr(dm, name) == value
+
+
+@by_class
+def test_noise_default_and_override(cls):
+    assert cls(**SMALL).noise == DEFAULT_NOISE[cls]
+    assert cls(**SMALL, noise=None).noise == DEFAULT_NOISE[cls]
+    dm = cls(**SMALL, noise=0.2)
+    assert dm.noise == 0.2 and isinstance(dm.noise, float)
+
+
+def test_subclass_args_are_keyword_only():
+    with pytest.raises(TypeError):
+        EightGaussiansDataModule(1000)  # type: ignore[misc]
+
+
+def test_subclass_without_default_noise_needs_explicit_noise():
+    class NoDefault(ToyDataModule):
+        def _generate(self, n, rng):
+            return rng.standard_normal((n, 2))
+
+    with pytest.raises(TypeError, match="default_noise"):
+        NoDefault(**SMALL)
+    assert NoDefault(**SMALL, noise=0.5).noise == 0.5
 
 
 @by_class
@@ -128,7 +207,16 @@ def test_splits_disjoint_and_sizes_add_up(cls):
 def test_repr_lists_constructor_args():
     text = repr(CirclesDataModule(num_samples=50, factor=0.25))
     assert text.startswith("CirclesDataModule(num_samples=50, noise=0.05,")
-    assert "factor=0.25" in text
+    assert text.endswith("num_workers=0, factor=0.25)")
+    assert "?" not in text
+    text = repr(SwissRollDataModule(num_samples=50, seed=3))
+    assert text == (
+        "SwissRollDataModule(num_samples=50, noise=0.25, seed=3, batch_size=256, "
+        "val_fraction=0.1, test_fraction=0.1, standardize=False, num_predict_samples=1000, "
+        "num_workers=0)"
+    )
+    text = repr(GaussianMixture1DDataModule(num_samples=50))
+    assert text.endswith("weights=(0.25, 0.75), means=(-9.0, 4.0), stds=(1.0, 2.0))")
 
 
 def test_generation_is_idempotent():
