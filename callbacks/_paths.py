@@ -8,7 +8,11 @@ import lightning as L
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run folder (e.g. ``<default_root_dir>/version_0``)."""
+    """The run folder (e.g. ``<default_root_dir>/version_0``).
+
+    Call it on every rank: under DDP ``trainer.log_dir`` broadcasts from rank 0, so calling it
+    from rank 0 alone deadlocks.
+    """
     log_dir = trainer.log_dir if trainer.loggers else None
     return Path(log_dir or trainer.default_root_dir)
 

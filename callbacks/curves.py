@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -41,11 +42,11 @@ class MetricCurves(Callback):
             if any(fnmatch.fnmatch(name, pattern) for pattern in self.keys):
                 self.history.setdefault(name, []).append((trainer.global_step, float(value)))
 
-    def _plot(self, trainer: L.Trainer) -> None:
+    def _plot(self, trainer: L.Trainer) -> Path | None:
+        path = run_dir(trainer) / "metrics.png"  # on every rank: log_dir is a collective
         if not trainer.is_global_zero or not self.history:
-            return
+            return None
         order = sorted(self.history, key=lambda k: (k.startswith("val/"), k))
-        path = run_dir(trainer) / "metrics.png"
         plot_curves({k: self.history[k] for k in order}, path)
         return path
 

@@ -33,17 +33,19 @@ class SamplePlotter(Callback):
         self.seed = seed
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         if (epoch + 1) % self.every_n_epochs and not last:
             return
+        out = run_dir(trainer)  # on every rank: trainer.log_dir is a collective under DDP
+        if not trainer.is_global_zero:
+            return
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         samples = pl_module.sample(self.num_samples, generator=generator)
         split = getattr(trainer.datamodule, "split", None)
         reference = split("val") if callable(split) else None
-        out = run_dir(trainer)
         title = f"{type(pl_module).__name__}, epoch {epoch}, step {trainer.global_step}"
         path = out / "samples" / f"epoch={epoch:03d}.png"
         plot_samples(samples, reference, title, path)

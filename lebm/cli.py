@@ -23,7 +23,6 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.prediction_writer import SampleWriter
 
@@ -90,10 +89,11 @@ class LebmCLI(LightningCLI):
             kwargs["logger"] = loggers
         return super().instantiate_trainer(**kwargs)
 
-    @rank_zero_only
     def _summary(self, stage: str) -> None:
         trainer = self.trainer
-        run = Path(trainer.log_dir or trainer.default_root_dir)
+        run = Path(trainer.log_dir or trainer.default_root_dir)  # every rank: a collective
+        if not trainer.is_global_zero:
+            return
         lines = [f"\nlebm {stage} finished. Run folder: {run}"]
         candidates = {
             "metrics": run / "metrics.csv",
