@@ -36,6 +36,7 @@ experiment: $(STAMP)
 
 bench: $(STAMP)
 	$(UV) run --frozen python -m benchmarks.bench_latent_ebm
+	$(UV) run --frozen python -m benchmarks.bench_thermo
 
 clean:
 	rm -rf runs .pytest_cache

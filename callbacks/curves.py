@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from callbacks._paths import log_image_to_loggers, run_dir
+from callbacks._paths import log_image_to_loggers, logging_step, run_dir
 from lebm.plotting import plot_curves
 
 
@@ -40,7 +40,7 @@ class MetricCurves(Callback):
             if not name.startswith(prefix) or value.numel() != 1:
                 continue
             if any(fnmatch.fnmatch(name, pattern) for pattern in self.keys):
-                self.history.setdefault(name, []).append((trainer.global_step, float(value)))
+                self.history.setdefault(name, []).append((logging_step(trainer), float(value)))
 
     def _plot(self, trainer: L.Trainer) -> Path | None:
         path = run_dir(trainer) / "metrics.png"  # on every rank: log_dir is a collective
@@ -51,7 +51,7 @@ class MetricCurves(Callback):
         return path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
+        if logging_step(trainer) % self.every_n_steps == 0:
             self._record(trainer, "train/")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from callbacks._paths import logging_step
 from lebm.grad_stats import HasLearningLosses, mcmc_gradient_stats, per_sample_gradient_stats
 
 Source = Literal["per_sample", "mcmc"]
@@ -120,7 +121,7 @@ class GradientVariance(Callback):
         # Every rank reduces (a collective), then the loggers (rank 0) write once. Logged
         # straight to the loggers: self.log would repeat the value at unmeasured steps.
         values = {k: trainer.strategy.reduce(v, reduce_op="mean") for k, v in values.items()}
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step self.log uses
+        step = logging_step(trainer)
         self.history.append((step, {k: float(v) for k, v in values.items()}))
         for logger in trainer.loggers:
             logger.log_metrics({k: float(v) for k, v in values.items()}, step=step)

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from callbacks._paths import log_image_to_loggers, run_dir
+from callbacks._paths import log_image_to_loggers, logging_step, run_dir
 from lebm.plotting import plot_samples
 
 
@@ -46,7 +46,7 @@ class SamplePlotter(Callback):
         samples = pl_module.sample(self.num_samples, generator=generator)
         split = getattr(trainer.datamodule, "split", None)
         reference = split("val") if callable(split) else None
-        title = f"{type(pl_module).__name__}, epoch {epoch}, step {trainer.global_step}"
+        title = f"{type(pl_module).__name__}, epoch {epoch}, iteration {logging_step(trainer)}"
         path = out / "samples" / f"epoch={epoch:03d}.png"
         plot_samples(samples, reference, title, path)
         plot_samples(samples, reference, title, out / "samples.png")

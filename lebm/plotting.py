@@ -60,7 +60,7 @@ def plot_curves(
     path: str | Path | None = None,
     title: str = "",
 ):
-    """One small panel per metric: value against training step.
+    """One small panel per metric: value against training iteration.
 
     Args:
         history: metric name -> list of (step, value).
@@ -75,7 +75,7 @@ def plot_curves(
         steps, values = zip(*history[name], strict=True)
         ax.plot(steps, values, marker="." if len(steps) < 50 else None)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step")
+        ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")

@@ -20,6 +20,9 @@ from lebm.samplers.base import (
     per_chain_step_size,
 )
 
+_PREDRAW_LIMIT = 1 << 22
+"""Largest number of noise values (steps x chain elements) drawn up front in one call."""
+
 
 def _sum_event(x: Tensor) -> Tensor:
     """Sum over every dimension but the first: (B, *event) -> (B,)."""
@@ -85,10 +88,19 @@ def langevin(
         grad_norm_sum = torch.zeros(batch, device=device, dtype=dtype)
         accepted = torch.zeros(batch, device=device, dtype=dtype) if mh else None
         trajectory = [z] if return_trajectory else None
+        # noise for all steps in one draw when it is small (saves a kernel launch per step)
+        noise = None
+        if n_steps * z.numel() <= _PREDRAW_LIMIT:
+            noise = torch.randn(
+                (n_steps, *z.shape), generator=generator, device=device, dtype=dtype
+            )
 
         for k in range(n_steps):
             grad_norm_sum += torch.linalg.vector_norm(grad.flatten(1), dim=1)
-            eps = torch.randn(z.shape, generator=generator, device=device, dtype=dtype)
+            if noise is None:
+                eps = torch.randn(z.shape, generator=generator, device=device, dtype=dtype)
+            else:
+                eps = noise[k]
             proposal = torch.addcmul(z, s, grad).addcmul_(noise_std, eps)
             if mh:
                 lp_prop, grad_prop = log_prob_and_grad(log_prob, proposal)

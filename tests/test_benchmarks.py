@@ -1,0 +1,25 @@
+"""The benchmark scripts run (smoke: their --quick mode); timings are not asserted here."""
+
+import pytest
+
+
+@pytest.mark.slow
+def test_latent_ebm_benchmark_quick():
+    from benchmarks.bench_latent_ebm import main
+
+    table = main(["--quick"])
+    for row in (
+        "posterior Langevin step (lebm)",
+        "bare forward+backward",
+        "training iteration (reference)",
+    ):
+        assert row in table
+
+
+@pytest.mark.slow
+def test_thermo_benchmark_quick():
+    from benchmarks.bench_thermo import main
+
+    table = main(["--quick"])
+    assert "TI / vanilla" in table and "loop / batched" in table
+    assert "GradientVariance.measure" in table
