@@ -41,7 +41,9 @@ class LebmSaveConfig(SaveConfigCallback):
 def _class_name(config, key: str) -> str | None:
     """Short class name of the ``class_path`` under ``key`` of a parsed config, if any."""
     node = config.get(key)
-    path = getattr(node, "class_path", None) or (node.get("class_path") if isinstance(node, dict) else None)
+    path = getattr(node, "class_path", None) or (
+        node.get("class_path") if isinstance(node, dict) else None
+    )
     return path.rsplit(".", 1)[-1] if path else None
 
 
@@ -83,7 +85,10 @@ class LebmCLI(LightningCLI):
         logger = config.get("logger")
         if logger is not False and "logger" not in kwargs:
             root = config.get("default_root_dir") or os.getcwd()
-            loggers = [] if logger in (None, True) else list(logger) if isinstance(logger, list) else [logger]
+            if logger in (None, True):
+                loggers = []
+            else:
+                loggers = list(logger) if isinstance(logger, list) else [logger]
             if not any(isinstance(lg, CSVLogger) for lg in loggers):
                 loggers.insert(0, CSVLogger(save_dir=root, name=""))
             kwargs["logger"] = loggers

@@ -58,8 +58,15 @@ MODEL_ARGS = dict(
 )
 
 
-def train_one(run: Run, out: str, epochs: int, num_samples: int, every_n_steps: int,
-              num_temperatures: int, dataset: str) -> dict:
+def train_one(
+    run: Run,
+    out: str,
+    epochs: int,
+    num_samples: int,
+    every_n_steps: int,
+    num_temperatures: int,
+    dataset: str,
+) -> dict:
     """Train one run in this process and return its final metrics (rank 0, CPU)."""
     import torch
 
@@ -72,15 +79,21 @@ def train_one(run: Run, out: str, epochs: int, num_samples: int, every_n_steps: 
     from lebm.models import LatentEBM, ThermoLatentEBM
 
     L.seed_everything(run.seed, verbose=False)
-    data = getattr(datamodules, dataset)(num_samples=num_samples, batch_size=128,
-                                         standardize=True, seed=run.seed)
+    data = getattr(datamodules, dataset)(
+        num_samples=num_samples, batch_size=128, standardize=True, seed=run.seed
+    )
     if run.power is None:
         model = LatentEBM(data_shape=data.data_shape, **MODEL_ARGS)
     else:
-        model = ThermoLatentEBM(data_shape=data.data_shape, num_temperatures=num_temperatures,
-                                temperature_power=run.power, **MODEL_ARGS)
-    variance = GradientVariance(every_n_steps=every_n_steps, probe_size=64, num_redraws=8,
-                                seed=run.seed)
+        model = ThermoLatentEBM(
+            data_shape=data.data_shape,
+            num_temperatures=num_temperatures,
+            temperature_power=run.power,
+            **MODEL_ARGS,
+        )
+    variance = GradientVariance(
+        every_n_steps=every_n_steps, probe_size=64, num_redraws=8, seed=run.seed
+    )
     root = Path(out) / "runs" / run.label / f"seed{run.seed}"
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -91,8 +104,11 @@ def train_one(run: Run, out: str, epochs: int, num_samples: int, every_n_steps: 
         log_every_n_steps=every_n_steps,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[variance, FIDCallback(features="flatten", num_samples=1000),
-                   SamplePlotter(every_n_epochs=epochs)],
+        callbacks=[
+            variance,
+            FIDCallback(features="flatten", num_samples=1000),
+            SamplePlotter(every_n_epochs=epochs),
+        ],
     )
     start = time.perf_counter()
     trainer.fit(model, data)
@@ -119,7 +135,9 @@ def read_curve(metrics_csv: str, key: str) -> list[tuple[int, float]]:
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    sd = (
+        math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    )
     return m, sd
 
 
@@ -134,8 +152,11 @@ def plot(results: list[dict], out: Path) -> None:
     quality = next((k for k in QUALITY_KEYS if all(k in r for r in results)), "val/mmd")
 
     for name, keys, ylabel in [
-        ("variance_vs_iteration.png", [VARIANCE_KEY, MCMC_VARIANCE_KEY],
-         "learning-gradient variance (mean per coordinate)"),
+        (
+            "variance_vs_iteration.png",
+            [VARIANCE_KEY, MCMC_VARIANCE_KEY],
+            "learning-gradient variance (mean per coordinate)",
+        ),
         ("quality_vs_iteration.png", [quality, "val/mmd"], "sample quality"),
     ]:
         fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
@@ -144,8 +165,13 @@ def plot(results: list[dict], out: Path) -> None:
                 curve = read_curve(r["metrics_csv"], key)
                 if curve:
                     steps, values = zip(*curve, strict=True)
-                    ax.plot(steps, values, color=colors[r["label"]], alpha=0.7,
-                            label=r["label"] if r["seed"] == min(x["seed"] for x in results) else None)
+                    ax.plot(
+                        steps,
+                        values,
+                        color=colors[r["label"]],
+                        alpha=0.7,
+                        label=r["label"] if r["seed"] == min(x["seed"] for x in results) else None,
+                    )
             ax.set_yscale("log")
             ax.set_xlabel("iteration")
             ax.set_title(key)
@@ -159,8 +185,13 @@ def plot(results: list[dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label in labels:
         rs = [r for r in results if r["label"] == label]
-        ax.scatter([r["mean_variance"] for r in rs], [r[quality] for r in rs], color=colors[label],
-                   label=label, s=40)
+        ax.scatter(
+            [r["mean_variance"] for r in rs],
+            [r[quality] for r in rs],
+            color=colors[label],
+            label=label,
+            s=40,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("mean per-sample gradient variance over training")
     ax.set_ylabel(f"final {quality}")
@@ -173,8 +204,15 @@ def plot(results: list[dict], out: Path) -> None:
 
 
 def write_tables(results: list[dict], out: Path) -> list[dict]:
-    columns = ["label", "power", "seed", "seconds", "mean_variance", "mean_mcmc_variance",
-               *[k for k in ("val/fid", "val/kid", "val/mmd", "val/swd") if k in results[0]]]
+    columns = [
+        "label",
+        "power",
+        "seed",
+        "seconds",
+        "mean_variance",
+        "mean_mcmc_variance",
+        *[k for k in ("val/fid", "val/kid", "val/mmd", "val/swd") if k in results[0]],
+    ]
     with open(out / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
@@ -215,17 +253,25 @@ def main(argv: list[str] | None = None) -> None:
     runs = [Run("vanilla", None, s) for s in args.seeds]
     runs += [Run(f"TI p={p:g}", p, s) for p in args.powers for s in args.seeds]
     print(f"{len(runs)} runs on {args.workers} workers -> {out}", flush=True)
-    jobs = (str(out), args.epochs, args.num_samples, args.every_n_steps,
-            args.num_temperatures, args.dataset)
+    jobs = (
+        str(out),
+        args.epochs,
+        args.num_samples,
+        args.every_n_steps,
+        args.num_temperatures,
+        args.dataset,
+    )
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(train_one, run, *jobs) for run in runs]
         results = []
         for run, future in zip(runs, futures, strict=True):
             results.append(future.result())
             r = results[-1]
-            print(f"  {run.label:<10} seed {run.seed}: {r['seconds']:.0f} s, "
-                  f"variance {r['mean_variance']:.3g}, val/mmd {r.get('val/mmd', float('nan')):.4f}",
-                  flush=True)
+            print(
+                f"  {run.label:<10} seed {run.seed}: {r['seconds']:.0f} s, "
+                f"variance {r['mean_variance']:.3g}, val/mmd {r.get('val/mmd', float('nan')):.4f}",
+                flush=True,
+            )
     plot(results, out)
     summary = write_tables(results, out)
     print("\nmean ± std over seeds:")
