@@ -149,3 +149,29 @@ def test_console_script_and_module_entry_point():
         )
         assert result.returncode == 0, result.stderr
         assert "--trainer" in result.stdout and "--model" in result.stdout
+
+
+def test_ti_config_trains_with_variance_and_fid_callbacks(run_cli, tmp_path):
+    config = str(CONFIGS / "latent_ebm_ti" / "moons.yaml")
+    run_cli(
+        [
+            "fit",
+            "-c",
+            config,
+            f"--trainer.default_root_dir={tmp_path}",
+            *FAST,
+            "--model.init_args.num_temperatures=4",
+        ]
+    )
+    with open(tmp_path / "version_0" / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    assert {
+        "train/log_px_ti",
+        "train/expected_loglik/t03",
+        "val/fid",
+        "val/kid",
+        "val/mmd",
+    } <= columns
+    for source in ("per_sample", "mcmc"):
+        for group in ("energy", "generator", "total"):
+            assert f"grad_var/{source}/{group}/variance" in columns
