@@ -53,9 +53,7 @@ def build(size: Size, batch: int) -> tuple[LatentEBM, ThermoLatentEBM, torch.Ten
     thermo = ThermoLatentEBM(num_temperatures=NUM_TEMPERATURES, **args)
     if size.conv_generator:
         vanilla.generator = SVHNGenerator(size.latent_dim)
-    thermo.load_state_dict(vanilla.state_dict(), strict=False)
-    if size.conv_generator:
-        thermo.generator = vanilla.generator
+    thermo.energy, thermo.generator = vanilla.energy, vanilla.generator  # the same networks
     if size.conv_generator:
         x = torch.rand(batch, *size.data_shape) * 2 - 1
     else:
