@@ -119,7 +119,12 @@ class ThermoLatentEBM(LatentEBM):
         )
 
     def log_evidence(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """TI estimate of ``log p(x_b)`` (up to the EBM's log Z_alpha): shape (B,)."""
+        """TI estimate of ``log p(x_b)``, shape (B,).
+
+        No ``log Z_alpha`` is needed: the ratio of the power posteriors' normalisers at t = 1
+        and t = 0 is ``Z_alpha p(x) / Z_alpha``, so TI gives the model's log-evidence itself
+        (up to the bias of the short-run chains and the ladder's discretisation).
+        """
         return self.ladder.integrate(
             expected_log_likelihoods(self.sample_power_posteriors(x, generator))
         )
