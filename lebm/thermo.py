@@ -215,9 +215,8 @@ def thermodynamic_log_evidence(
 ) -> Tensor:
     """TI estimate of ``log p(x_b)`` for each data point, shape (B,).
 
-    ``log_prior`` must be the *normalised* prior log-density for the result to be ``log p(x)``
-    (an unnormalised prior changes the sampled power posteriors only by their normaliser, so
-    the estimate is unaffected: TI integrates the likelihood only). Keyword arguments go to
+    ``log_prior`` may be unnormalised (an EBM prior): the power posteriors, and so the
+    estimate, do not depend on its normaliser. Keyword arguments go to
     :func:`sample_power_posteriors` (``init``, ``num_chains``, ``mh``, ``generator``, ...).
     Works for any latent model given its (log prior, log likelihood) pair.
     """
