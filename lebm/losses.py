@@ -19,7 +19,7 @@ def gaussian_log_likelihood(x: Tensor, mean: Tensor, sigma: float) -> Tensor:
         Log-likelihood per sample, shape (B,), including the normalising constant
         ``-D (log sigma + log(2 pi) / 2)``.
     """
-    dim = x[0].numel()
+    dim = math.prod(x.shape[1:])
     sq = (x - mean).flatten(1).pow(2).sum(1)
     return -sq / (2.0 * sigma**2) - dim * (math.log(sigma) + 0.5 * math.log(2.0 * math.pi))
 

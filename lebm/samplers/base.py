@@ -50,17 +50,25 @@ class SamplerResult:
 
 
 def per_chain_step_size(step_size: float | Tensor, z: Tensor) -> Tensor:
-    """Broadcastable step size of shape (B, 1, ..., 1) from a float or a (B,) tensor."""
-    s = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
-    if s.ndim == 0:
-        s = s.expand(z.shape[0])
-    if s.shape != (z.shape[0],):
-        raise ValueError(
-            f"step_size must be a float or a tensor of shape ({z.shape[0]},) (one per chain), "
-            f"got shape {tuple(s.shape)}"
-        )
-    if not bool((s > 0).all()):
-        raise ValueError(f"step_size must be positive, got min {s.min().item():g}")
+    """Broadcastable step size of shape (B, 1, ..., 1) from a float or a (B,) tensor.
+
+    A float is checked on the host; a tensor costs one device sync for its positivity check.
+    """
+    if not isinstance(step_size, Tensor):
+        if not step_size > 0:
+            raise ValueError(f"step_size must be positive, got {step_size:g}")
+        s = torch.full((z.shape[0],), float(step_size), dtype=z.dtype, device=z.device)
+    else:
+        s = step_size.to(dtype=z.dtype, device=z.device)
+        if s.ndim == 0:
+            s = s.expand(z.shape[0])
+        if s.shape != (z.shape[0],):
+            raise ValueError(
+                f"step_size must be a float or a tensor of shape ({z.shape[0]},) (one per chain), "
+                f"got shape {tuple(s.shape)}"
+            )
+        if not bool((s > 0).all()):
+            raise ValueError(f"step_size must be positive, got min {s.min().item():g}")
     return s.view(-1, *([1] * (z.ndim - 1)))
 
 
