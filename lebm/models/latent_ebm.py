@@ -156,11 +156,25 @@ class LatentEBM(L.LightningModule):
             ``{"energy": f(z-) - f(z+), "generator": -log p(x | z+)}``, each of shape (B,).
             Their batch means are the two training losses.
         """
-        f_pos, f_neg = self.energy(z_pos.detach()), self.energy(z_neg.detach())
-        return {
+        return self._objectives(x, z_pos, z_neg)[0]
+
+    def _objectives(
+        self, x: Tensor, z_pos: Tensor, z_neg: Tensor
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Per-sample losses, and the energies and MSE from the same forward passes for logging."""
+        z_pos, z_neg = z_pos.detach(), z_neg.detach()
+        f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
+        x_hat = self.generator(z_pos)
+        losses = {
             "energy": contrastive_energy_loss(f_pos, f_neg),
-            "generator": -self.log_likelihood(x, z_pos.detach()),
+            "generator": -gaussian_log_likelihood(x, x_hat, self.hparams.likelihood_sigma),
         }
+        logs = {
+            "mse": (x_hat.detach() - x).pow(2).mean(),
+            "en_pos": -f_pos.detach().mean(),
+            "en_neg": -f_neg.detach().mean(),
+        }
+        return losses, logs
 
     def learning_losses(
         self, x: Tensor, generator: torch.Generator | None = None
@@ -183,20 +197,10 @@ class LatentEBM(L.LightningModule):
         """Draw posterior and prior chains; return per-sample losses and values to log."""
         pos = self.sample_posterior(x, generator)
         neg = self.sample_prior(len(x), generator)
-        losses = self.losses_from_latents(x, pos.sample, neg.sample)
-        logs = self._chain_logs(x, pos.sample, neg.sample)
+        losses, logs = self._objectives(x, pos.sample, neg.sample)
         logs |= {f"posterior_{k}": v for k, v in pos.diagnostics().items()}
         logs |= {f"prior_{k}": v for k, v in neg.diagnostics().items()}
         return losses, logs
-
-    @torch.no_grad()
-    def _chain_logs(self, x: Tensor, z_pos: Tensor, z_neg: Tensor) -> dict[str, Tensor]:
-        """Energies ``-f`` at positive and negative latents and the reconstruction MSE."""
-        return {
-            "mse": (self.generator(z_pos) - x).pow(2).mean(),
-            "en_pos": -self.energy(z_pos).mean(),
-            "en_neg": -self.energy(z_neg).mean(),
-        }
 
     # ----------------------------------------------------------------- Lightning
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:

@@ -151,12 +151,15 @@ class ThermoLatentEBM(LatentEBM):
         else:
             neg = self.sample_prior(len(x), generator)
             z_neg, prior_diag = neg.sample, neg.diagnostics()
+        f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
         losses = {
-            "energy": contrastive_energy_loss(self.energy(z_pos), self.energy(z_neg)),
+            "energy": contrastive_energy_loss(f_pos, f_neg),
             "generator": self._generator_loss(x, ladder.z),
         }
         expected = expected_log_likelihoods(ladder).detach()  # (N_t, B)
-        logs = self._chain_logs(x, z_pos, z_neg)
+        with torch.no_grad():
+            mse = (self.generator(z_pos) - x).pow(2).mean()
+        logs = {"mse": mse, "en_pos": -f_pos.detach().mean(), "en_neg": -f_neg.detach().mean()}
         logs["log_px_ti"] = self.ladder.integrate(expected).mean()
         logs |= {f"expected_loglik/t{i:02d}": e for i, e in enumerate(expected.mean(1))}
         logs["posterior_grad_norm"] = ladder.grad_norm
