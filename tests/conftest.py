@@ -28,3 +28,19 @@ def run_cli():
     from lebm.cli import run_cli as _run_cli
 
     return _run_cli
+
+
+def quiet_trainer(tmp_path, **overrides):
+    """A CPU Trainer for in-process tests: MCMC-ready (no inference mode), no checkpoints,
+    progress bar, model summary or logger unless ``overrides`` say otherwise."""
+    import lightning as L
+
+    settings = dict(
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return L.Trainer(**{**settings, **overrides})

@@ -12,6 +12,7 @@ from callbacks import GradientVariance
 from datamodules import MoonsDataModule
 from lebm.grad_stats import mcmc_gradient_stats, per_sample_gradient_stats
 from lebm.models import LatentEBM, ThermoLatentEBM
+from tests.conftest import quiet_trainer
 
 
 class LinearRegression(nn.Module):
@@ -105,16 +106,13 @@ def test_callback_logs_every_n_steps_without_changing_training(tmp_path):
             if with_callback
             else []
         )
-        trainer = L.Trainer(
+        trainer = quiet_trainer(
+            tmp_path,
             max_epochs=1,
             limit_train_batches=5,
             limit_val_batches=0,
-            inference_mode=False,
             logger=CSVLogger(tmp_path, name=str(with_callback)),
             log_every_n_steps=1,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
             callbacks=callbacks,
         )
         trainer.fit(model, MoonsDataModule(num_samples=400, batch_size=32))
@@ -155,19 +153,16 @@ def test_callback_under_ddp_spawn(tmp_path):
     model = LatentEBM(
         data_shape=(2,), prior_steps=3, posterior_steps=3, energy_hidden=8, generator_hidden=8
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=3,
         limit_val_batches=0,
-        inference_mode=False,
         accelerator="cpu",
         devices=2,
         strategy="ddp_spawn",
         logger=CSVLogger(tmp_path),
         log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[GradientVariance(every_n_steps=1, probe_size=8, num_redraws=3)],
     )
     trainer.fit(model, MoonsDataModule(num_samples=400, batch_size=16))

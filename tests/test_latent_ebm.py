@@ -10,6 +10,7 @@ from datamodules import MoonsDataModule
 from lebm.losses import gaussian_log_likelihood
 from lebm.metrics import BANDWIDTH_FACTORS, median_pairwise_distance, mmd_rbf
 from lebm.models import LatentEBM
+from tests.conftest import quiet_trainer
 
 SMALL = dict(energy_hidden=16, generator_hidden=16, prior_steps=5, posterior_steps=5)
 
@@ -71,16 +72,11 @@ def test_training_steps_update_both_networks_and_log(sampler, tmp_path):
     model = LatentEBM(data_shape=(2,), sampler=sampler, grad_clip=1.0, lr_decay=0.9, **SMALL)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = MoonsDataModule(num_samples=200, batch_size=32)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=3,
         limit_val_batches=1,
-        inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(model, data)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
@@ -123,16 +119,11 @@ def test_learns_moons_beyond_a_gaussian_fit(tmp_path):
         generator_lr=5e-4,
         lr_decay=0.85,
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_epochs=8,
-        inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        default_root_dir=tmp_path,
     )
     trainer.fit(model, data)
 

@@ -9,6 +9,7 @@ import torch
 from datamodules import TwoModesDataModule
 from lebm.models import ThermoLatentEBM
 from lebm.thermo import TemperatureLadder, sample_power_posteriors, thermodynamic_log_evidence
+from tests.conftest import quiet_trainer
 
 # z ~ N(0, I_d), x | z ~ N(W z + b, sigma^2 I_D): log p(x) = log N(x; b, W W^T + sigma^2 I).
 D_LATENT, D_DATA, SIGMA = 2, 3, 0.5
@@ -216,15 +217,10 @@ def test_ebm_learns_in_ti_mode(kwargs, tmp_path):
             return (model.energy(z_neg) - model.energy(z_pos)).mean().item()
 
     loss_before = ebm_loss()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_epochs=2,
         limit_val_batches=0,
-        inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(model, data)
     moved = [
