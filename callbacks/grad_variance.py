@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from callbacks._paths import logging_step
+from lebm.data import batch_data
 from lebm.grad_stats import HasLearningLosses, mcmc_gradient_stats, per_sample_gradient_stats
 
 Source = Literal["per_sample", "mcmc"]
@@ -88,9 +89,7 @@ class GradientVariance(Callback):
     def _probe_batch(self, trainer: L.Trainer, batch) -> Tensor:
         if self._probe is None:
             split = getattr(trainer.datamodule, "split", None)
-            data = split("train") if callable(split) else batch
-            if isinstance(data, list | tuple):
-                data = data[0]
+            data = split("train") if callable(split) else batch_data(batch)
             if trainer.world_size > 1 and callable(split):  # a different probe on each rank
                 data = data[trainer.global_rank :: trainer.world_size]
             self._probe = data[: self.probe_size].clone()

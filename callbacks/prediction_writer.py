@@ -9,21 +9,26 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks._paths import run_dir
-from lebm.plotting import plot_samples
+from lebm.plotting import is_image_batch, plot_samples, save_image_grid
 
 
 class SampleWriter(BasePredictionWriter):
-    """Concatenate predicted samples and save them as ``samples.pt`` (plus a PNG for 1-/2-D data).
+    """Concatenate predicted samples and save them as ``samples.pt``, plus ``samples.png``: a
+    scatter / histogram for 1-/2-D data, a grid of the first ``num_images`` for images.
 
     Under DDP every rank writes its own part as ``samples_rank<r>.pt``.
 
     Args:
         output_dir: folder for the files; default ``<run>/predictions``.
+        num_images: images in the PNG grid (image data).
     """
 
-    def __init__(self, output_dir: str | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, num_images: int = 64) -> None:
         super().__init__(write_interval="epoch")
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
         self.output_dir = output_dir
+        self.num_images = num_images
         self.last_path: Path | None = None
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module, predictions, batch_indices) -> None:
@@ -37,5 +42,9 @@ class SampleWriter(BasePredictionWriter):
         name = "samples.pt" if trainer.world_size == 1 else f"samples_rank{trainer.global_rank}.pt"
         self.last_path = out / name
         torch.save(samples, self.last_path)
-        if trainer.is_global_zero and samples[0].numel() <= 2:
+        if not trainer.is_global_zero:
+            return
+        if is_image_batch(samples):
+            save_image_grid(samples[: self.num_images], out / "samples.png")
+        elif samples[0].numel() <= 2:
             plot_samples(samples, title=f"{len(samples)} samples", path=out / "samples.png")

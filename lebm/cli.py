@@ -79,6 +79,17 @@ class LebmCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True})
         parser.add_lightning_class_args(SampleWriter, "prediction_writer")
 
+    def instantiate_classes(self) -> None:
+        """Builds datamodule, model and trainer; a datamodule must say its ``data_shape``."""
+        super().instantiate_classes()
+        if self.datamodule is not None and not hasattr(self.datamodule, "data_shape"):
+            raise AttributeError(
+                f"{type(self.datamodule).__name__} has no attribute data_shape. lebm links the "
+                "datamodule's data_shape into the model, so a datamodule must expose the shape "
+                "of one data point before setup, e.g. `self.data_shape = (1, 28, 28)` in "
+                "__init__ (see 'Plugging in your own data' in the README)."
+            )
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Always log CSV to the run folder (first, so it names ``trainer.log_dir``)."""
         config = self._get(self.config_init, "trainer", default={})

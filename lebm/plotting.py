@@ -55,6 +55,40 @@ def plot_samples(
     return _finish(fig, path)
 
 
+def is_image_batch(samples: Tensor) -> bool:
+    """True for a batch of images: shape (N, C, H, W) with C in {1, 3}."""
+    return samples.dim() == 4 and samples.shape[1] in (1, 3)
+
+
+def save_image_grid(
+    images: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1.0, 1.0)
+) -> Tensor:
+    """Tile images into one grid (torchvision ``make_grid``) and save it as a PNG.
+
+    Args:
+        images: shape (N, C, H, W), C in {1, 3}, values in ``value_range`` (clamped).
+        path: PNG file to write (parents created).
+        nrow: images per row; default ``ceil(sqrt(N))`` (a square grid).
+        value_range: data range mapped to black..white.
+
+    Returns:
+        The grid, float tensor (3, H', W') in [0, 1].
+    """
+    from torchvision.utils import make_grid, save_image
+
+    if not is_image_batch(images):
+        raise ValueError(f"save_image_grid needs images (N, 1|3, H, W), got {tuple(images.shape)}")
+    images = images.detach().float().cpu()
+    lo, hi = value_range
+    images = ((images.clamp(lo, hi) - lo) / (hi - lo)).clamp(0, 1)
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
+    grid = make_grid(images, nrow=nrow, padding=1, pad_value=1.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+    return grid
+
+
 def plot_curves(
     history: Mapping[str, Sequence[tuple[int, float]]],
     path: str | Path | None = None,

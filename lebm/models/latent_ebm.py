@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lebm.data import batch_data
 from lebm.losses import contrastive_energy_loss, gaussian_log_likelihood, gaussian_log_prior
 from lebm.metrics import SampleQuality
 from lebm.nets import Activation, EnergyMLP, GeneratorMLP
@@ -204,7 +205,7 @@ class LatentEBM(L.LightningModule):
 
     # ----------------------------------------------------------------- Lightning
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        losses, logs = self._losses_and_logs(batch)
+        losses, logs = self._losses_and_logs(batch_data(batch))
         loss_ebm, loss_gen = losses["energy"].mean(), losses["generator"].mean()
 
         opt_ebm, opt_gen = self.optimizers()
@@ -227,6 +228,7 @@ class LatentEBM(L.LightningModule):
             scheduler.step()
 
     def _eval_step(self, batch: Tensor, stage: str) -> None:
+        batch = batch_data(batch)
         quality = self.val_quality if stage == "val" else self.test_quality
         quality.update(batch, self.sample(len(batch)))
         mse = (self.reconstruct(batch) - batch).pow(2).mean()
