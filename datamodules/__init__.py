@@ -1,6 +1,17 @@
-"""In-memory LightningDataModules for toy generative-modelling experiments."""
+"""LightningDataModules: in-memory toy sets, 8x8 digits, torchvision image sets, image folders."""
 
 from datamodules.base import SampleRequests, ToyDataModule
+from datamodules.images import (
+    CelebADataModule,
+    CIFAR10DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+    SVHNDataModule,
+    TorchvisionDataModule,
+)
 from datamodules.toy import (
     CheckerboardDataModule,
     CirclesDataModule,
@@ -12,13 +23,22 @@ from datamodules.toy import (
 )
 
 __all__ = [
+    "CelebADataModule",
     "CheckerboardDataModule",
+    "CIFAR10DataModule",
     "CirclesDataModule",
+    "DigitsDataModule",
     "EightGaussiansDataModule",
+    "FashionMNISTDataModule",
     "GaussianMixture1DDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
     "MoonsDataModule",
     "SampleRequests",
+    "SVHNDataModule",
     "SwissRollDataModule",
+    "TorchvisionDataModule",
     "ToyDataModule",
     "TwoModesDataModule",
 ]

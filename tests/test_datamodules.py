@@ -49,10 +49,8 @@ by_class = pytest.mark.parametrize("cls", ALL_MODULES, ids=lambda c: c.__name__)
 
 
 def test_exports():
-    assert set(datamodules.__all__) == {c.__name__ for c in ALL_MODULES} | {
-        "ToyDataModule",
-        "SampleRequests",
-    }
+    toy = {c.__name__ for c in ALL_MODULES} | {"ToyDataModule", "SampleRequests"}
+    assert toy <= set(datamodules.__all__)  # image datamodules are tested in their own file
     for name in datamodules.__all__:
         assert hasattr(datamodules, name)
 
