@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.models import LatentEBM
+from lebm.nets import DCGANGenerator
 from lebm.samplers import langevin
 
 SEED = 0
@@ -45,24 +46,13 @@ RESULTS_PATH = Path(__file__).resolve().parent / "results.md"
 
 
 # --------------------------------------------------------------------------- networks
-class SVHNGenerator(nn.Module):
-    """Pang et al.'s SVHN generator: (B, nz) -> (B, 3, 32, 32), no batch norm, tanh output."""
+def SVHNGenerator(latent_dim: int = 100, ngf: int = 64) -> DCGANGenerator:
+    """Pang et al.'s SVHN generator: (B, nz) -> (B, 3, 32, 32), no batch norm, tanh output.
 
-    def __init__(self, latent_dim: int = 100, ngf: int = 64) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, ngf * 8, 4, 1, 0),  # 1 -> 4
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1),  # 4 -> 8
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1),  # 8 -> 16
-            nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(ngf * 2, 3, 4, 2, 1),  # 16 -> 32
-            nn.Tanh(),
-        )
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.view(z.shape[0], -1, 1, 1))
+    lebm's ``DCGANGenerator`` at 32 px: ConvT nz-8ngf (k4 s1 p0), 8ngf-4ngf, 4ngf-2ngf, 2ngf-3
+    (k4 s2 p1), LeakyReLU 0.2. Kept under this name for bench_thermo.
+    """
+    return DCGANGenerator(latent_dim, channels=3, image_size=32, base_width=ngf)
 
 
 @dataclass(frozen=True)

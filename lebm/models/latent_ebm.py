@@ -24,7 +24,7 @@ from torch import Tensor
 from lebm.data import batch_data
 from lebm.losses import contrastive_energy_loss, gaussian_log_likelihood, gaussian_log_prior
 from lebm.metrics import SampleQuality
-from lebm.nets import Activation, EnergyMLP, GeneratorMLP
+from lebm.nets import Activation, DCGANGenerator, EnergyMLP, GeneratorMLP
 from lebm.samplers import SamplerResult, langevin
 
 SamplerName = Literal["langevin", "mala"]
@@ -43,9 +43,12 @@ class LatentEBM(L.LightningModule):
         energy_hidden: width of the EBM MLP ``f_alpha``.
         energy_depth: number of hidden layers of ``f_alpha``.
         energy_activation: nonlinearity of ``f_alpha``.
-        generator_arch: generator architecture (``"mlp"`` for low-dimensional data).
-        generator_hidden: width of the generator MLP.
-        generator_depth: number of hidden layers of the generator MLP.
+        generator_arch: ``"mlp"`` (any data shape; low-dimensional data) or ``"dcgan"``
+            (images (C, S, S), S in 8, 16, 28, 32, 64: :class:`lebm.nets.DCGANGenerator`,
+            Pang et al.'s SVHN/CIFAR-10 generator at S = 32 with base width 64 and leaky ReLU).
+        generator_hidden: MLP: width of the hidden layers; DCGAN: base width ``w`` (the first
+            transposed conv has 8 w channels, halving per block).
+        generator_depth: number of hidden layers of the generator MLP (unused by DCGAN).
         generator_activation: nonlinearity of the generator.
         prior_sigma: ``sigma_0`` of the reference Gaussian; chains start from N(0, sigma_0^2 I).
         likelihood_sigma: ``sigma_eps`` of the Gaussian likelihood.
@@ -68,7 +71,7 @@ class LatentEBM(L.LightningModule):
         energy_hidden: int = 200,
         energy_depth: int = 2,
         energy_activation: Activation = "gelu",
-        generator_arch: Literal["mlp"] = "mlp",
+        generator_arch: Literal["mlp", "dcgan"] = "mlp",
         generator_hidden: int = 128,
         generator_depth: int = 2,
         generator_activation: Activation = "gelu",
@@ -90,9 +93,15 @@ class LatentEBM(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.energy = EnergyMLP(latent_dim, energy_hidden, energy_depth, energy_activation)
-        self.generator = GeneratorMLP(
-            latent_dim, tuple(data_shape), generator_hidden, generator_depth, generator_activation
-        )
+        if generator_arch == "dcgan":
+            channels, size, _ = data_shape
+            self.generator = DCGANGenerator(
+                latent_dim, channels, size, generator_hidden, generator_activation
+            )
+        else:
+            self.generator = GeneratorMLP(
+                latent_dim, tuple(data_shape), generator_hidden, generator_depth, generator_activation
+            )
         self.val_quality = SampleQuality()
         self.test_quality = SampleQuality()
 
@@ -289,8 +298,15 @@ def _validate(args: dict) -> None:
             problems.append(f"{name} must be >= 0, got {args[name]}")
     if args["sampler"] not in ("langevin", "mala"):
         problems.append(f"sampler must be 'langevin' or 'mala', got {args['sampler']!r}")
-    if args["generator_arch"] != "mlp":
-        problems.append(f"generator_arch must be 'mlp', got {args['generator_arch']!r}")
+    if args["generator_arch"] not in ("mlp", "dcgan"):
+        problems.append(f"generator_arch must be 'mlp' or 'dcgan', got {args['generator_arch']!r}")
+    elif args["generator_arch"] == "dcgan" and not (
+        len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3)
+    ):
+        problems.append(
+            f"generator_arch='dcgan' needs square images, data_shape (C, S, S) with C = 1 or 3, "
+            f"got {shape}; use generator_arch='mlp' for other data"
+        )
     if not all(0.0 <= b < 1.0 for b in args["betas"]) or len(args["betas"]) != 2:
         problems.append(f"betas must be two numbers in [0, 1), got {args['betas']}")
     if not 0.0 < args["lr_decay"] <= 1.0:

@@ -1,5 +1,20 @@
 """Plain nn.Modules used by the models; each takes typed simple arguments."""
 
+from lebm.nets.conv import ConvEncoder, ConvEnergy, DCGANGenerator
 from lebm.nets.mlp import MLP, Activation, EnergyMLP, GeneratorMLP, make_activation
+from lebm.nets.time_mlp import ConditionalMLP, sinusoidal_embedding
+from lebm.nets.unet import UNet
 
-__all__ = ["MLP", "Activation", "EnergyMLP", "GeneratorMLP", "make_activation"]
+__all__ = [
+    "MLP",
+    "Activation",
+    "ConditionalMLP",
+    "ConvEncoder",
+    "ConvEnergy",
+    "DCGANGenerator",
+    "EnergyMLP",
+    "GeneratorMLP",
+    "UNet",
+    "make_activation",
+    "sinusoidal_embedding",
+]
