@@ -2,13 +2,18 @@
 
 :class:`FIDCallback` compares ``pl_module.sample(n)`` with held-out data after validation
 epochs and logs ``val/fid``, ``val/kid``, ``val/kid_std`` (and ``val/fid_inf``, ``val/kid_inf``).
-Features come from one of three extractors, all plain ``nn.Module`` s returning (N, d) with an
+Features come from one of four extractors, all plain ``nn.Module`` s returning (N, d) with an
 integer ``num_features`` attribute, so they also plug into torchmetrics'
 ``FrechetInceptionDistance(feature=module)`` / ``KernelInceptionDistance(feature=module)``:
 
 * :class:`FlattenFeatures` ("identity features") for low-dimensional data;
 * :class:`InceptionFeatures`, the FID Inception v3 (torch-fidelity's, TF-compatible resize) on
   images in [-1, 1], from a local weights file (nothing is ever downloaded);
+* :class:`~lebm.nets.digit_classifier.DigitFeatures` ("FID in digit-classifier feature
+  space"), the 128-d penultimate layer of a small CNN trained on sklearn's digits and shipped
+  with the package (``lebm/assets/digit_classifier.pt``): offline features for 1-channel digit
+  images in [-1, 1] of any size (8 x 8 digits, 28 x 28 MNIST); values are not comparable
+  with Inception FIDs;
 * any ``nn.Module`` named by import path.
 
 Each data point's features are computed once, and :class:`FeatureDistances` (a torchmetrics
@@ -38,8 +43,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat, rank_zero_warn
 
-FeatureKind = Literal["flatten", "inception", "module"]
-FEATURE_KINDS: tuple[str, ...] = ("flatten", "inception", "module")
+FeatureKind = Literal["flatten", "inception", "digits", "module"]
+FEATURE_KINDS: tuple[str, ...] = ("flatten", "inception", "digits", "module")
 REAL_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -412,9 +417,14 @@ class FIDCallback(Callback):
 
     Args:
         features: ``"flatten"`` (raw values, low-dimensional data), ``"inception"`` (FID
-            Inception v3 on images in [-1, 1]) or ``"module"`` (``feature_module``).
+            Inception v3 on images in [-1, 1]), ``"digits"`` (the shipped digit classifier's
+            penultimate layer, :class:`~lebm.nets.digit_classifier.DigitFeatures`, for
+            1-channel digit images in [-1, 1] of any size) or ``"module"`` (``feature_module``).
         inception_weights: local Inception weights file; None means torch hub's cache path
             (:func:`default_inception_weights`). Checked at ``setup``; never downloaded.
+        digit_weights: digit-classifier weights file for ``features="digits"``; None means the
+            shipped ``lebm/assets/digit_classifier.pt``. Checked at ``setup``; a missing file
+            names the command that regenerates it.
         feature_module: import path of an ``nn.Module`` class with an int ``num_features``,
             mapping (N, *data_shape) to (N, num_features); for ``features="module"``.
         feature_module_args: keyword arguments for ``feature_module``.
@@ -437,6 +447,7 @@ class FIDCallback(Callback):
         self,
         features: FeatureKind = "flatten",
         inception_weights: str | None = None,
+        digit_weights: str | None = None,
         feature_module: str | None = None,
         feature_module_args: dict | None = None,
         num_samples: int = 1000,
@@ -462,6 +473,8 @@ class FIDCallback(Callback):
             raise ValueError(
                 f"inception_weights is only used with features='inception', not {features!r}"
             )
+        if digit_weights is not None and features != "digits":
+            raise ValueError(f"digit_weights is only used with features='digits', not {features!r}")
         if num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {num_samples}")
         if num_real_samples is not None and num_real_samples < 2:
@@ -489,6 +502,7 @@ class FIDCallback(Callback):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.features = features
         self.inception_weights = inception_weights
+        self.digit_weights = digit_weights
         self.feature_module = feature_module
         self.feature_module_args = feature_module_args
         self.num_samples = num_samples
@@ -509,7 +523,7 @@ class FIDCallback(Callback):
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Checks the rank split and builds the feature extractor (Inception weights checked).
+        """Checks the rank split and builds the feature extractor (weights files checked).
 
         Only for ``fit`` and ``validate``: testing or predicting never needs the weights.
         """
@@ -562,6 +576,10 @@ class FIDCallback(Callback):
     def _build_extractor(self, data_shape: Sequence[int] | None = None) -> nn.Module:
         if self.features == "inception":
             module: nn.Module = InceptionFeatures(self.inception_weights)
+        elif self.features == "digits":
+            from lebm.nets.digit_classifier import DigitFeatures
+
+            module = DigitFeatures(self.digit_weights)
         elif self.features == "module":
             assert self.feature_module is not None
             module = build_feature_module(self.feature_module, self.feature_module_args)
