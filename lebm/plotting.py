@@ -61,7 +61,11 @@ def is_image_batch(samples: Tensor) -> bool:
 
 
 def save_image_grid(
-    images: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1.0, 1.0)
+    images: Tensor,
+    path: str | Path,
+    nrow: int | None = None,
+    value_range=(-1.0, 1.0),
+    min_tile: int = 64,
 ) -> Tensor:
     """Tile images into one grid (torchvision ``make_grid``) and save it as a PNG.
 
@@ -70,6 +74,8 @@ def save_image_grid(
         path: PNG file to write (parents created).
         nrow: images per row; default ``ceil(sqrt(N))`` (a square grid).
         value_range: data range mapped to black..white.
+        min_tile: small images are enlarged by the integer factor ``min_tile // H`` (nearest
+            neighbour, pixels stay sharp) so 8-16 px digits are visible; 1 keeps the size.
 
     Returns:
         The grid, float tensor (3, H', W') in [0, 1].
@@ -81,6 +87,9 @@ def save_image_grid(
     images = images.detach().float().cpu()
     lo, hi = value_range
     images = ((images.clamp(lo, hi) - lo) / (hi - lo)).clamp(0, 1)
+    factor = max(1, min_tile // images.shape[-2])
+    if factor > 1:
+        images = images.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images, nrow=nrow, padding=1, pad_value=1.0)
     path = Path(path)

@@ -108,13 +108,8 @@ def test_bad_arguments_fail_with_a_message(run_cli, capsys, arg, message):
     assert message in capsys.readouterr().err
 
 
-def test_every_config_parses_and_instantiates(run_cli):
-    """Every experiment config builds; fragments under configs/logger/ build on top of one."""
-    experiments = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "logger")
-    assert len(experiments) >= 2
-    for config in experiments:
-        cli = run_cli(["-c", str(config), "--trainer.logger=false"], run=False)
-        assert cli.model.hparams.data_shape == tuple(cli.datamodule.data_shape), config
+def test_logger_fragments_build_on_top_of_a_config(run_cli):
+    """Fragments under configs/logger/ add a logger (experiment configs: test_configs.py)."""
     for fragment in sorted((CONFIGS / "logger").glob("*.yaml")):
         cli = run_cli(["-c", MOONS, "-c", str(fragment)], run=False)
         assert len(cli.trainer.loggers) == 2, fragment  # the CSV logger is always kept

@@ -100,7 +100,11 @@ class LatentEBM(L.LightningModule):
             )
         else:
             self.generator = GeneratorMLP(
-                latent_dim, tuple(data_shape), generator_hidden, generator_depth, generator_activation
+                latent_dim,
+                tuple(data_shape),
+                generator_hidden,
+                generator_depth,
+                generator_activation,
             )
         self.val_quality = SampleQuality()
         self.test_quality = SampleQuality()

@@ -1,0 +1,111 @@
+"""Every experiment config under configs/ builds and trains two steps on CPU.
+
+Image sets that are not on this machine get tiny fake files in their real formats
+(``tests/fake_datasets.py``); chains, diffusion steps, batch sizes and callback sample counts
+are shrunk so each config runs in seconds. Inception FID callbacks are dropped (their weights
+file cannot exist here; ``tests/test_fid.py`` tests that path with random weights).
+"""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from callbacks import FIDCallback, GradientVariance, SamplePlotter
+from tests.conftest import CONFIGS
+from tests.fake_datasets import (
+    stub_integrity_checks,
+    write_fake_celeba,
+    write_fake_cifar10,
+    write_fake_mnist,
+    write_fake_svhn,
+)
+
+EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "logger")
+
+FAKE_DATA = {
+    "MNISTDataModule": lambda root: write_fake_mnist(root, n_train=40, n_test=8),
+    "FashionMNISTDataModule": lambda root: write_fake_mnist(
+        root, n_train=40, n_test=8, name="FashionMNIST"
+    ),
+    "CIFAR10DataModule": lambda root: write_fake_cifar10(root, n_train=40, n_test=8),
+    "SVHNDataModule": lambda root: write_fake_svhn(root, n_train=40, n_test=8),
+    "CelebADataModule": lambda root: write_fake_celeba(root, n_train=8, n_valid=4, n_test=4),
+}
+
+SHORT_CHAINS = {
+    "LatentEBM": ["prior_steps=2", "posterior_steps=2"],
+    "ThermoLatentEBM": ["prior_steps=2", "posterior_steps=2", "num_temperatures=3"],
+    "DDPM": ["num_timesteps=25"],  # the rescaled linear schedule needs T > 20
+    "NCSN": ["steps_per_level=2"],
+}
+
+
+def _short_name(class_path: str) -> str:
+    return class_path.rsplit(".", 1)[-1]
+
+
+def test_every_model_and_image_set_has_configs():
+    names = {str(p.relative_to(CONFIGS)) for p in EXPERIMENTS}
+    for model in ("latent_ebm", "latent_ebm_ti"):
+        for data in ("moons", "digits", "mnist", "svhn", "cifar10", "celeba64"):
+            assert f"{model}/{data}.yaml" in names
+    for data in ("moons", "digits", "mnist", "cifar10"):
+        assert f"ddpm/{data}.yaml" in names
+    for data in ("moons", "two_modes", "digits", "mnist", "cifar10"):
+        assert f"ncsn/{data}.yaml" in names
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_trains_two_steps_on_cpu(config, run_cli, tmp_path, monkeypatch):
+    spec = yaml.safe_load(config.read_text())
+    model_name = _short_name(spec["model"]["class_path"])
+    data_name = _short_name(spec["data"]["class_path"])
+    args = [
+        "-c",
+        str(config),
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--data.init_args.batch_size=4",
+        *[f"--model.init_args.{a}" for a in SHORT_CHAINS[model_name]],
+    ]
+    if data_name in FAKE_DATA:
+        stub_integrity_checks(monkeypatch)
+        FAKE_DATA[data_name](tmp_path / "data")
+        args += [f"--data.init_args.root={tmp_path / 'data'}", "--data.init_args.num_workers=0"]
+
+    cli = run_cli(args, run=False)
+    model, trainer = cli.model, cli.trainer
+    assert model.hparams.data_shape == tuple(cli.datamodule.data_shape)
+    callbacks = []
+    for cb in trainer.callbacks:  # keep every observer, with small sample counts
+        if isinstance(cb, FIDCallback):
+            if cb.features == "inception":
+                continue
+            cb = FIDCallback(features=cb.features, num_samples=8, kid_subset_size=4)
+        elif isinstance(cb, SamplePlotter):
+            cb.num_samples, cb.num_images = 16, 4
+        elif isinstance(cb, GradientVariance):
+            cb.probe_size, cb.num_redraws = 4, 2
+        callbacks.append(cb)
+    trainer.callbacks = callbacks
+    trainer.limit_val_batches = 1  # int: one batch (the CLI parses "1" as the fraction 1.0)
+    trainer.check_val_every_n_epoch = 1
+    trainer.fit(model, datamodule=cli.datamodule)
+
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped == 2
+    metrics = trainer.callback_metrics
+    losses = [v for k, v in metrics.items() if k.startswith("train/loss")]
+    assert losses and all(torch.isfinite(v) for v in losses), metrics
+    samples = model.sample(3)
+    assert samples.shape == (3, *cli.datamodule.data_shape) and torch.isfinite(samples).all()
+    assert (tmp_path / "version_0" / "samples.png").exists()
+    if any(isinstance(cb, FIDCallback) for cb in callbacks):
+        assert math.isfinite(float(metrics["val/fid"]))
