@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lebm.models.score_base import NetworkName, ScoreModelBase
+from lebm.models.score_base import ScoreModelBase
 from lebm.samplers import ddpm_ancestral
 from lebm.schedules import NoiseSchedule, ScheduleName
 
@@ -27,7 +27,6 @@ class DDPM(ScoreModelBase):
     of width 128, Adam lr 1e-3, EMA 0.995.
 
     Args:
-        data_shape: shape of one data point; linked from the datamodule by the CLI.
         schedule: ``"linear"`` or ``"cosine"`` (Nichol and Dhariwal).
         num_timesteps: T.
         beta_start: first beta of the linear schedule (before rescaling).
@@ -36,12 +35,15 @@ class DDPM(ScoreModelBase):
         variance: ancestral-sampling variance, ``"large"`` (beta_t) or ``"small"`` (beta_tilde_t).
         clip_x0: clamp the predicted x_0 to [-clip_x0, clip_x0] while sampling (1.0 for images
             in [-1, 1]); None for unbounded data.
-        network ... ema_decay: see :class:`~lebm.models.score_base.ScoreModelBase`.
+        **kwargs: ``data_shape``, the network (``network``, ``hidden``, ``depth``, ``embed_dim``,
+            ``base_channels``, ``channel_mults``, ``num_res_blocks``, ``attention_resolutions``,
+            ``dropout``) and optimisation (``lr``, ``weight_decay``, ``warmup_steps``,
+            ``ema_decay``) arguments of :class:`~lebm.models.score_base.ScoreModelBase`.
     """
 
     def __init__(
         self,
-        data_shape: tuple[int, ...] = (2,),
+        *,
         schedule: ScheduleName = "linear",
         num_timesteps: int = 100,
         beta_start: float = 1e-4,
@@ -49,36 +51,9 @@ class DDPM(ScoreModelBase):
         rescale_schedule: bool = True,
         variance: Literal["large", "small"] = "large",
         clip_x0: float | None = None,
-        network: NetworkName = "mlp",
-        hidden: int = 128,
-        depth: int = 3,
-        embed_dim: int = 32,
-        base_channels: int = 32,
-        channel_mults: tuple[int, ...] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: tuple[int, ...] = (),
-        dropout: float = 0.0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        ema_decay: float | None = 0.995,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            data_shape,
-            network,
-            hidden,
-            depth,
-            embed_dim,
-            base_channels,
-            channel_mults,
-            num_res_blocks,
-            attention_resolutions,
-            dropout,
-            lr,
-            weight_decay,
-            warmup_steps,
-            ema_decay,
-        )
+        super().__init__(**kwargs)
         if variance not in ("large", "small"):
             raise ValueError(f"DDPM: variance must be 'large' or 'small', got {variance!r}")
         if clip_x0 is not None and not clip_x0 > 0:
@@ -91,7 +66,6 @@ class DDPM(ScoreModelBase):
             self.schedule = NoiseSchedule.cosine(num_timesteps)
         else:
             raise ValueError(f"DDPM: schedule must be 'linear' or 'cosine', got {schedule!r}")
-        self.save_hyperparameters()
 
     def _schedule(self) -> NoiseSchedule:
         """The schedule on the model's device (moved once, then cached)."""

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lebm.models.score_base import NetworkName, ScoreModelBase
+from lebm.models.score_base import ScoreModelBase
 from lebm.samplers import annealed_langevin
 from lebm.schedules import SigmaLadder
 from lebm.score_matching import (
@@ -49,7 +49,6 @@ class NCSN(ScoreModelBase):
     the data perturbed at sigma_max resembles.
 
     Args:
-        data_shape: shape of one data point; linked from the datamodule by the CLI.
         sigma_max: sigma_1, the largest noise level.
         sigma_min: sigma_L, the smallest.
         num_levels: L.
@@ -60,12 +59,15 @@ class NCSN(ScoreModelBase):
         steps_per_level: annealed Langevin steps at each level.
         step_lr: annealed Langevin base step ``eps``.
         final_denoise: end sampling with ``x + sigma_L^2 s(x, sigma_L)``.
-        network ... ema_decay: see :class:`~lebm.models.score_base.ScoreModelBase`.
+        **kwargs: ``data_shape``, the network (``network``, ``hidden``, ``depth``, ``embed_dim``,
+            ``base_channels``, ``channel_mults``, ``num_res_blocks``, ``attention_resolutions``,
+            ``dropout``) and optimisation (``lr``, ``weight_decay``, ``warmup_steps``,
+            ``ema_decay``) arguments of :class:`~lebm.models.score_base.ScoreModelBase`.
     """
 
     def __init__(
         self,
-        data_shape: tuple[int, ...] = (2,),
+        *,
         sigma_max: float = 1.0,
         sigma_min: float = 0.01,
         num_levels: int = 10,
@@ -75,36 +77,9 @@ class NCSN(ScoreModelBase):
         steps_per_level: int = 100,
         step_lr: float = 2e-5,
         final_denoise: bool = True,
-        network: NetworkName = "mlp",
-        hidden: int = 128,
-        depth: int = 3,
-        embed_dim: int = 32,
-        base_channels: int = 32,
-        channel_mults: tuple[int, ...] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: tuple[int, ...] = (),
-        dropout: float = 0.0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        ema_decay: float | None = 0.995,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            data_shape,
-            network,
-            hidden,
-            depth,
-            embed_dim,
-            base_channels,
-            channel_mults,
-            num_res_blocks,
-            attention_resolutions,
-            dropout,
-            lr,
-            weight_decay,
-            warmup_steps,
-            ema_decay,
-        )
+        super().__init__(**kwargs)
         problems = []
         if objective not in ("denoising", "sliced", "exact"):
             problems.append(
@@ -123,7 +98,6 @@ class NCSN(ScoreModelBase):
         if problems:
             raise ValueError("NCSN: " + "; ".join(problems))
         self.ladder = SigmaLadder(sigma_max, sigma_min, num_levels)
-        self.save_hyperparameters()
 
     def _ladder(self) -> SigmaLadder:
         """The sigma ladder on the model's device (moved once, then cached)."""

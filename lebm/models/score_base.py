@@ -74,8 +74,11 @@ def build_conditional_network(
 class ScoreModelBase(L.LightningModule, abc.ABC):
     """Base of the denoising-trained models (DDPM, NCSN); see the module docstring.
 
-    Subclasses implement :meth:`per_sample_loss` and :meth:`_sample`, call
-    ``super().__init__(...)`` with the shared arguments below, then ``save_hyperparameters()``.
+    Subclasses implement :meth:`per_sample_loss` and :meth:`_sample`, declare only their own
+    arguments (keyword-only) plus ``**kwargs`` and call ``super().__init__(**kwargs)`` first
+    (it saves the hyperparameters of both signatures); jsonargparse (LightningCLI) follows ``**kwargs`` into this
+    signature, so every argument below is a typed, validated ``--model.init_args.*`` option of
+    both models. Defaults suit 2-D toy data.
 
     Args:
         data_shape: shape of one data point; linked from the datamodule by the CLI.
@@ -97,20 +100,20 @@ class ScoreModelBase(L.LightningModule, abc.ABC):
 
     def __init__(
         self,
-        data_shape: tuple[int, ...],
-        network: NetworkName,
-        hidden: int,
-        depth: int,
-        embed_dim: int,
-        base_channels: int,
-        channel_mults: tuple[int, ...],
-        num_res_blocks: int,
-        attention_resolutions: tuple[int, ...],
-        dropout: float,
-        lr: float,
-        weight_decay: float,
-        warmup_steps: int,
-        ema_decay: float | None,
+        data_shape: tuple[int, ...] = (2,),
+        network: NetworkName = "mlp",
+        hidden: int = 128,
+        depth: int = 3,
+        embed_dim: int = 32,
+        base_channels: int = 32,
+        channel_mults: tuple[int, ...] = (1, 2),
+        num_res_blocks: int = 1,
+        attention_resolutions: tuple[int, ...] = (),
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float | None = 0.995,
     ) -> None:
         super().__init__()
         problems = []
@@ -126,6 +129,7 @@ class ScoreModelBase(L.LightningModule, abc.ABC):
             problems.append(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
         if problems:
             raise ValueError(f"{type(self).__name__}: " + "; ".join(problems))
+        self.save_hyperparameters()  # this signature's arguments and the subclass's
         self.data_shape = tuple(int(d) for d in data_shape)
         self.net = build_conditional_network(
             network,
