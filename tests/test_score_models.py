@@ -32,12 +32,11 @@ def test_ddpm_loss_is_per_sample_noise_regression():
     t = model.schedule.sample_timesteps(16, generator)
     eps = torch.randn(x.shape, generator=generator)
     x_t = model.schedule.add_noise(x, eps, t)
-    oracle = lambda x_in, t_in: (
-        (x_in - model.schedule.marginal(t, like=x)[0] * x)
-        / (  # noqa: E731
-            model.schedule.marginal(t, like=x)[1]
-        )
-    )
+    mean_coef, std = model.schedule.marginal(t, like=x)
+
+    def oracle(x_in, t_in):  # the noise that produced x_in from x
+        return (x_in - mean_coef * x) / std
+
     assert torch.allclose(oracle(x_t, t.float()), eps, atol=1e-5)
     zero = model.per_sample_loss(x, torch.Generator().manual_seed(1), net=oracle)
     assert zero.abs().max() < 1e-8

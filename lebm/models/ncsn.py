@@ -146,16 +146,16 @@ class NCSN(ScoreModelBase):
         def score_at_level(y: Tensor) -> Tensor:
             return score(y, sigma)
 
-        with torch.enable_grad():
-            if self.hparams.objective == "sliced":
-                loss = sliced_score_matching(
-                    score_at_level,
-                    x_noisy,
-                    num_projections=self.hparams.num_projections,
-                    generator=generator,
-                )
-            else:
-                loss = exact_score_matching(score_at_level, x_noisy)
+        # the objectives switch autograd on themselves (validation runs under no_grad)
+        if self.hparams.objective == "sliced":
+            loss = sliced_score_matching(
+                score_at_level,
+                x_noisy,
+                num_projections=self.hparams.num_projections,
+                generator=generator,
+            )
+        else:
+            loss = exact_score_matching(score_at_level, x_noisy)
         return sigma**2 * loss
 
     def _sample(
@@ -165,14 +165,13 @@ class NCSN(ScoreModelBase):
         ladder = self._ladder()
         x0 = torch.randn(num_samples, *self.data_shape, generator=generator, device=self.device)
         x0 = x0 * hp.sigma_max
-        with torch.enable_grad() if hp.parameterization == "energy" else torch.no_grad():
-            result = annealed_langevin(
-                self.score_fn(net),
-                x0,
-                ladder.sigmas,
-                hp.steps_per_level,
-                hp.step_lr,
-                final_denoise=hp.final_denoise,
-                generator=generator,
-            )
+        result = annealed_langevin(  # no_grad inside; an energy score enables autograd itself
+            self.score_fn(net),
+            x0,
+            ladder.sigmas,
+            hp.steps_per_level,
+            hp.step_lr,
+            final_denoise=hp.final_denoise,
+            generator=generator,
+        )
         return result.sample
