@@ -37,6 +37,7 @@ experiment: $(STAMP)
 bench: $(STAMP)
 	$(UV) run --frozen python -m benchmarks.bench_latent_ebm
 	$(UV) run --frozen python -m benchmarks.bench_thermo
+	$(UV) run --frozen python -m benchmarks.bench_score
 
 clean:
 	rm -rf runs .pytest_cache

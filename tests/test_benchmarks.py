@@ -23,3 +23,13 @@ def test_thermo_benchmark_quick():
     table = main(["--quick"])
     assert "TI / vanilla" in table and "loop / batched" in table
     assert "GradientVariance.measure" in table
+
+
+@pytest.mark.slow
+def test_score_benchmark_quick():
+    from benchmarks.bench_score import main
+
+    table = main(["--quick"])
+    for row in ("network forward", "annealed Langevin step", "DDPM ancestral step"):
+        assert row in table
+    assert "x forward" in table
