@@ -121,7 +121,7 @@ def test_learns_moons_beyond_a_gaussian_fit(tmp_path):
     )
     trainer = quiet_trainer(
         tmp_path,
-        max_epochs=8,
+        max_epochs=6,
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
