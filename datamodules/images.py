@@ -23,7 +23,8 @@ Summary (``data_shape`` at the default ``image_size``; split sources):
 Files are looked for only in ``prepare_data`` / ``setup`` (or on first use of a split), never
 in ``__init__``, so configs instantiate without data. A missing file raises
 ``FileNotFoundError`` naming the folder, the files expected there and where they come from.
-Nothing is downloaded unless ``download=True``. See ``docs/datasets.md`` for the layouts.
+Nothing is downloaded unless ``download=True``. The README section "Image data" gives the
+layouts.
 """
 
 import abc
@@ -465,7 +466,7 @@ class TorchvisionDataModule(ImageDataModule):
             first = f"{name} found incomplete data: the folder {folder} lacks {', '.join(missing)}."
         lines = [
             first,
-            f"Expected in {folder}: {', '.join(expected)} (layouts: docs/datasets.md).",
+            f"Expected in {folder}: {', '.join(expected)} (layouts: README.md, section 'Image data').",
             f"They come from {self.origin()}.",
         ]
         if error is None:
