@@ -392,6 +392,36 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def run_benchmark(
+    argv: list[str] | None,
+    description: str,
+    title: str,
+    results_path: Path,
+    rows_fn: Callable[[bool], list[Row]],
+) -> str:
+    """The command line shared by the benchmark scripts: ``--quick`` (smoke run, no file) and
+    ``--output``; prints the machine header and load warning, runs ``rows_fn(quick)``, prints
+    the table and writes it (with the header) to ``results_path`` for a full run."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run, no file written")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    output = args.output if args.output is not None or args.quick else results_path
+    print(header(), flush=True)
+    warning = load_warning()
+    if warning:
+        print(warning, flush=True)
+    start = time.perf_counter()
+    table = format_table(rows_fn(args.quick))
+    print(f"\n{table}\n\ntotal {time.perf_counter() - start:.1f} s", flush=True)
+    if output is not None:
+        note = f"\n\n{warning}" if warning else ""
+        mode = "quick" if args.quick else "full"
+        output.write_text(f"# {title} ({mode} run)\n\n{header()}{note}\n\n{table}\n")
+        print(f"wrote {output}")
+    return table
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

@@ -14,14 +14,12 @@ Rows, per size (toy: the default ConditionalMLP on 2-D data, batch 128; digits: 
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from benchmarks.bench_latent_ebm import Row, format_table, header, load_warning, time_interleaved
+from benchmarks.bench_latent_ebm import Row, run_benchmark, time_interleaved
 from lebm.models import DDPM, NCSN
 from lebm.samplers import annealed_langevin, ddpm_ancestral
 from lebm.schedules import NoiseSchedule, SigmaLadder
@@ -98,27 +96,12 @@ def bench(size: ScoreSize, repeats: int, min_block_s: float = 0.2) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="toy size, 2 repeats, no file")
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(argv)
-    output = args.output if args.output is not None or args.quick else RESULTS_PATH
-    print(header(), flush=True)
-    warning = load_warning()
-    if warning:
-        print(warning, flush=True)
-    start = time.perf_counter()
-    rows = bench(TOY, repeats=2 if args.quick else 7)
-    if not args.quick:
-        rows += bench(DIGITS, repeats=5)
-    table = format_table(rows)
-    print(f"\n{table}\n\ntotal {time.perf_counter() - start:.1f} s", flush=True)
-    if output is not None:
-        note = f"\n\n{warning}" if warning else ""
-        mode = "quick" if args.quick else "full"
-        output.write_text(f"# Score-sampler benchmark ({mode} run)\n\n{header()}{note}\n\n{table}\n")
-        print(f"wrote {output}")
-    return table
+    def rows(quick: bool) -> list[Row]:
+        out = bench(TOY, repeats=2 if quick else 7)
+        return out if quick else out + bench(DIGITS, repeats=5)
+
+    title = "Score-sampler benchmark"
+    return run_benchmark(argv, __doc__.splitlines()[0], title, RESULTS_PATH, rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ The seed implementation's TI cost 8.8x vanilla at N_t = 10 (temperatures one aft
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -32,9 +31,7 @@ from benchmarks.bench_latent_ebm import (
     Row,
     Size,
     SVHNGenerator,
-    format_table,
-    header,
-    load_warning,
+    run_benchmark,
     time_interleaved,
 )
 from callbacks import GradientVariance
@@ -115,27 +112,11 @@ def bench(size: Size, batch: int, repeats: int, overhead: bool) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="toy size, 2 repeats, no file")
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(argv)
-    output = args.output if args.output is not None or args.quick else RESULTS_PATH
-    print(header(), flush=True)
-    warning = load_warning()
-    if warning:
-        print(warning, flush=True)
-    start = time.perf_counter()
-    rows = bench(TOY, TOY.batch, repeats=2 if args.quick else 7, overhead=True)
-    if not args.quick:
-        rows += bench(SVHN, 10, repeats=3, overhead=False)
-    table = format_table(rows)
-    print(f"\n{table}\n\ntotal {time.perf_counter() - start:.1f} s", flush=True)
-    if output is not None:
-        note = f"\n\n{warning}" if warning else ""
-        mode = "quick" if args.quick else "full"
-        output.write_text(f"# TI benchmark ({mode} run)\n\n{header()}{note}\n\n{table}\n")
-        print(f"wrote {output}")
-    return table
+    def rows(quick: bool) -> list[Row]:
+        out = bench(TOY, TOY.batch, repeats=2 if quick else 7, overhead=True)
+        return out if quick else out + bench(SVHN, 10, repeats=3, overhead=False)
+
+    return run_benchmark(argv, __doc__.splitlines()[0], "TI benchmark", RESULTS_PATH, rows)
 
 
 if __name__ == "__main__":
