@@ -67,7 +67,62 @@ def split_sizes(
     return num_samples - n_val - n_test, n_val, n_test
 
 
-class ToyDataModule(L.LightningDataModule, abc.ABC):
+class SplitDataLoaders:
+    """The four dataloaders of a datamodule holding train / val / test splits.
+
+    The host class provides ``batch_size``, ``num_workers``, ``seed``, ``num_predict_samples``
+    and :meth:`_split_data`; train batches are shuffled with a generator seeded from ``seed``
+    and drop the last partial batch when the split holds more than ``batch_size`` points;
+    val / test keep a fixed order (``[]`` when empty); predict yields index batches of shape
+    (B,) over :class:`SampleRequests`.
+    """
+
+    batch_size: int
+    num_workers: int
+    seed: int
+    num_predict_samples: int
+
+    def _split_data(self, name: str) -> Dataset | torch.Tensor:
+        """The ``"train"``, ``"val"`` or ``"test"`` split, indexable and sized."""
+        raise NotImplementedError
+
+    def _loader(self, data: Dataset | torch.Tensor, shuffle: bool = False, **kwargs) -> DataLoader:
+        return DataLoader(
+            data,  # type: ignore[arg-type]  # a tensor is indexable and sized
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of shape (B, *data_shape); drops the last partial batch when the
+        train split holds more than ``batch_size`` points. Shuffling is seeded from ``seed``."""
+        train = self._split_data("train")
+        return self._loader(
+            train,
+            shuffle=True,
+            drop_last=len(train) > self.batch_size,  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
+        val = self._split_data("val")
+        return self._loader(val) if len(val) else []  # type: ignore[arg-type]
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
+        test = self._split_data("test")
+        return self._loader(test) if len(test) else []  # type: ignore[arg-type]
+
+    def predict_dataloader(self) -> DataLoader:
+        """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
+        return self._loader(SampleRequests(self.num_predict_samples))
+
+
+class ToyDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
     """Abstract base for in-memory, low-dimensional point-cloud datamodules.
 
     On first use (``setup`` or any accessor) ``num_samples`` points of shape ``data_shape``
@@ -264,42 +319,8 @@ class ToyDataModule(L.LightningDataModule, abc.ABC):
             raise ValueError(f"split name must be one of {list(SPLITS)}, got {name!r}")
         return self._ensure_data()[name]
 
-    # ------------------------------------------------------------------ dataloaders
-
-    def _loader(self, data: Dataset | torch.Tensor, shuffle: bool = False, **kwargs) -> DataLoader:
-        return DataLoader(
-            data,  # type: ignore[arg-type]  # a tensor is indexable and sized
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of shape (B, *data_shape); drops the last partial batch when the
-        train split holds more than ``batch_size`` points. Shuffling is seeded from ``seed``."""
-        train = self.split("train")
-        return self._loader(
-            train,
-            shuffle=True,
-            drop_last=len(train) > self.batch_size,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
-        val = self.split("val")
-        return self._loader(val) if len(val) else []
-
-    def test_dataloader(self) -> DataLoader | list:
-        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
-        test = self.split("test")
-        return self._loader(test) if len(test) else []
-
-    def predict_dataloader(self) -> DataLoader:
-        """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
-        return self._loader(SampleRequests(self.num_predict_samples))
+    def _split_data(self, name: str) -> torch.Tensor:
+        return self.split(name)
 
     @classmethod
     def _init_parameter_names(cls) -> list[str]:

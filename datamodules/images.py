@@ -38,11 +38,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
-from datamodules.base import SPLITS, SampleRequests, split_sizes
+from datamodules.base import SPLITS, SplitDataLoaders, split_sizes
 
 #: File extensions (lower case) that :class:`ImageFolderDataModule` reads.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -124,7 +124,7 @@ class ImagesOnly(Dataset):
         return self.dataset[index][0]
 
 
-class ImageDataModule(L.LightningDataModule, abc.ABC):
+class ImageDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
     """Abstract base of the image datamodules: arguments, splits and the four dataloaders.
 
     Every loader yields plain float32 tensors of shape (B, *data_shape) with values in
@@ -253,42 +253,8 @@ class ImageDataModule(L.LightningDataModule, abc.ABC):
             self._datasets[name] = self._load_split(name)
         return self._datasets[name]
 
-    # ------------------------------------------------------------------ dataloaders
-
-    def _loader(self, data: Dataset, shuffle: bool = False, **kwargs: Any) -> DataLoader:
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches (B, *data_shape); drops the last partial batch when the train split
-        holds more than ``batch_size`` images. Shuffling is seeded from ``seed``."""
-        train = self.dataset("train")
-        return self._loader(
-            train,
-            shuffle=True,
-            drop_last=len(train) > self.batch_size,  # type: ignore[arg-type]
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Batches (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
-        val = self.dataset("val")
-        return self._loader(val) if len(val) else []  # type: ignore[arg-type]
-
-    def test_dataloader(self) -> DataLoader | list:
-        """Batches (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
-        test = self.dataset("test")
-        return self._loader(test) if len(test) else []  # type: ignore[arg-type]
-
-    def predict_dataloader(self) -> DataLoader:
-        """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
-        return self._loader(SampleRequests(self.num_predict_samples))
+    def _split_data(self, name: str) -> Dataset:
+        return self.dataset(name)
 
     @classmethod
     def _init_parameter_names(cls) -> list[str]:

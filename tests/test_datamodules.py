@@ -169,12 +169,11 @@ def test_data_shape_before_setup_and_batches(cls):
     assert dm.data_shape == expected
     assert dm._splits is None  # nothing generated yet
     dm.setup("fit")
-    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
-        batch = next(iter(loader))
+    for split in ("train", "val", "test"):
+        batch = next(iter(getattr(dm, f"{split}_dataloader")()))
         assert isinstance(batch, torch.Tensor)  # plain tensor, not a tuple / list
         assert batch.dtype == torch.float32
-        assert batch.shape[1:] == expected
-        assert 1 <= batch.shape[0] <= SMALL["batch_size"]
+        assert batch.shape == (min(SMALL["batch_size"], len(dm.split(split))), *expected)
         assert torch.isfinite(batch).all()
     train_batches = list(dm.train_dataloader())
     assert all(b.shape == (SMALL["batch_size"], *expected) for b in train_batches)  # drop_last
