@@ -68,7 +68,7 @@ def split_sizes(
 
 
 class SplitDataLoaders:
-    """The four dataloaders of a datamodule holding train / val / test splits.
+    """The four dataloaders (and the repr) of a datamodule holding train / val / test splits.
 
     The host class provides ``batch_size``, ``num_workers``, ``seed``, ``num_predict_samples``
     and :meth:`_split_data`; train batches are shuffled with a generator seeded from ``seed``
@@ -120,6 +120,23 @@ class SplitDataLoaders:
     def predict_dataloader(self) -> DataLoader:
         """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
         return self._loader(SampleRequests(self.num_predict_samples))
+
+    @classmethod
+    def _init_parameter_names(cls) -> list[str]:
+        """Names of all constructor arguments: the base's first, then each subclass's own."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            init = vars(klass).get("__init__")
+            if not issubclass(klass, SplitDataLoaders) or init is None:
+                continue
+            for p in list(inspect.signature(init).parameters.values())[1:]:
+                if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names:
+                    names.append(p.name)
+        return names
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k, '?')!r}" for k in self._init_parameter_names())
+        return f"{type(self).__name__}({args})"
 
 
 class ToyDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
@@ -321,21 +338,3 @@ class ToyDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
 
     def _split_data(self, name: str) -> torch.Tensor:
         return self.split(name)
-
-    @classmethod
-    def _init_parameter_names(cls) -> list[str]:
-        """Names of all constructor arguments: this base's first, then each subclass's own."""
-        names: list[str] = []
-        for klass in reversed(cls.__mro__):
-            init = vars(klass).get("__init__")
-            if not (isinstance(klass, type) and issubclass(klass, ToyDataModule)) or init is None:
-                continue
-            for p in list(inspect.signature(init).parameters.values())[1:]:
-                if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names:
-                    names.append(p.name)
-        return names
-
-    def __repr__(self) -> str:
-        names = self._init_parameter_names()
-        args = ", ".join(f"{k}={getattr(self, k, '?')!r}" for k in names)
-        return f"{type(self).__name__}({args})"

@@ -29,7 +29,6 @@ layouts.
 
 import abc
 import functools
-import inspect
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -255,23 +254,6 @@ class ImageDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
 
     def _split_data(self, name: str) -> Dataset:
         return self.dataset(name)
-
-    @classmethod
-    def _init_parameter_names(cls) -> list[str]:
-        """Names of all constructor arguments: this base's first, then each subclass's own."""
-        names: list[str] = []
-        for klass in reversed(cls.__mro__):
-            init = vars(klass).get("__init__")
-            if not (isinstance(klass, type) and issubclass(klass, ImageDataModule)) or init is None:
-                continue
-            for p in list(inspect.signature(init).parameters.values())[1:]:
-                if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in names:
-                    names.append(p.name)
-        return names
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k, '?')!r}" for k in self._init_parameter_names())
-        return f"{type(self).__name__}({args})"
 
 
 # ====================================================================== scikit-learn digits
