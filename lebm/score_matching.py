@@ -30,11 +30,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lebm.samplers.base import NoiseConditionalScore, sum_event
+
 Score = Callable[[Tensor], Tensor]
 """``score(x)``: (B, *event) -> (B, *event)."""
-
-NoiseConditionalScore = Callable[[Tensor, Tensor], Tensor]
-"""``score(x_noisy, sigma)``: (B, *event) and (B,) -> (B, *event)."""
 
 ScoreObjective = Literal["exact", "sliced", "denoising"]
 ProjectionDistribution = Literal["gaussian", "rademacher"]
@@ -67,11 +66,6 @@ def _check_output(s: Tensor, x: Tensor, name: str = "score") -> Tensor:
             f"{name} must return a tensor shaped like its input {tuple(x.shape)}, got {shape}"
         )
     return s
-
-
-def _sum_event(x: Tensor) -> Tensor:
-    """(B, *event) -> (B,)."""
-    return x.flatten(1).sum(1)
 
 
 def score_from_energy(energy: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -215,20 +209,20 @@ def sliced_score_matching(
         x_in = _differentiable_input(x)
         v = _projections((num_projections, *x.shape), x, distribution, generator)
         s = _check_output(score(x_in), x)
-        loss = torch.zeros_like(_sum_event(s))
+        loss = torch.zeros_like(sum_event(s))
         for m in range(num_projections):
-            sv = _sum_event(s * v[m])
+            sv = sum_event(s * v[m])
             vjv = torch.zeros_like(sv)
             if s.requires_grad:
                 (g,) = torch.autograd.grad(
                     sv.sum(), x_in, create_graph=train, retain_graph=True, allow_unused=True
                 )
                 if g is not None:
-                    vjv = _sum_event(g * v[m])
+                    vjv = sum_event(g * v[m])
             loss = loss + vjv + (0 if variance_reduction else 0.5 * sv.pow(2))
         loss = loss / num_projections
         if variance_reduction:
-            loss = loss + 0.5 * _sum_event(s.pow(2))
+            loss = loss + 0.5 * sum_event(s.pow(2))
     return loss if train else loss.detach()
 
 
@@ -280,7 +274,7 @@ def denoising_score_matching(
     sigma_b = sigma.view(-1, *([1] * (x.ndim - 1)))
     x_noisy = x + sigma_b * z
     s = _check_output(score(x_noisy, sigma), x)
-    return 0.5 * _sum_event((sigma_b * s + z).pow(2))
+    return 0.5 * sum_event((sigma_b * s + z).pow(2))
 
 
 def score_matching_loss(

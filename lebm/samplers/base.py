@@ -1,4 +1,5 @@
-"""Shared pieces of the MCMC samplers: the result object and the divergence error."""
+"""Shared pieces of the MCMC samplers: callable types, the result object, step sizes, noise,
+gradients in the chains, the Metropolis-Hastings choice and the divergence check."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+_PREDRAW_LIMIT = 1 << 22
+"""Largest number of noise values (steps x chain elements) drawn up front in one call."""
+
 LogProb = Callable[[Tensor], Tensor]
 """A log-density (up to a constant): maps chains of shape (B, *event) to values of shape (B,)."""
+
+NoiseConditionalScore = Callable[[Tensor, Tensor], Tensor]
+"""``score(x, sigma)``: x of shape (B, *event), sigma of shape (B,) -> score shaped like x."""
 
 
 class SamplerDivergenceError(FloatingPointError):
@@ -99,24 +106,103 @@ def log_prob_and_grad(log_prob: LogProb, z: Tensor) -> tuple[Tensor, Tensor]:
     return lp.detach(), grad
 
 
-def check_finite(lp_trace: Tensor, step_size: Tensor, name: str) -> None:
-    """Raise a SamplerDivergenceError if any chain went non-finite (one host sync).
+def sum_event(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: (B, *event) -> (B,)."""
+    return x.flatten(1).sum(1)
+
+
+def norm_event(x: Tensor) -> Tensor:
+    """Euclidean norm over every dimension but the first: (B, *event) -> (B,)."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+def gaussian_noise(
+    n_steps: int, like: Tensor, generator: torch.Generator | None
+) -> Callable[[int], Tensor]:
+    """Standard normal noise shaped, typed and placed like ``like``, for steps 0 .. n_steps - 1.
+
+    Returns ``noise(k)``. When all steps together are small (at most 2^22 values) they are drawn
+    in one call up front, saving a kernel launch per step; otherwise each ``noise(k)`` draws
+    afresh (call it once per step, in order, for reproducible runs).
+    """
+    if n_steps * like.numel() <= _PREDRAW_LIMIT:
+        noise = torch.randn(
+            (n_steps, *like.shape), generator=generator, device=like.device, dtype=like.dtype
+        )
+        return noise.__getitem__
+    return lambda _: torch.randn(
+        like.shape, generator=generator, device=like.device, dtype=like.dtype
+    )
+
+
+def metropolis_hastings(
+    log_u: Tensor,
+    log_alpha: Tensor,
+    current: tuple[Tensor, Tensor, Tensor],
+    proposal: tuple[Tensor, Tensor, Tensor],
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+    """Per-chain Metropolis-Hastings choice between two ``(z, log pi(z), grad log pi(z))``.
+
+    Chain i takes its proposal when ``log_u[i] < log_alpha[i]`` and the proposal is finite
+    (its position, gradient and ``log_alpha``; a non-finite proposal is rejected, not raised).
 
     Args:
-        lp_trace: log-density of every state, shape (n_steps + 1, B); a non-finite state or
-            gradient at step k makes the log-density at step k + 1 non-finite.
-        step_size: the per-chain step sizes used.
-        name: sampler name for the message.
+        log_u: logs of uniform draws, shape (B,).
+        log_alpha: log acceptance ratios, shape (B,).
+        current: states (B, *event), log-densities (B,), gradients (B, *event).
+        proposal: the same for the proposals.
+
+    Returns:
+        (the chosen states as ``current``, boolean acceptance of shape (B,)).
     """
-    bad = ~torch.isfinite(lp_trace)
+    z, lp, grad = current
+    z_prop, lp_prop, grad_prop = proposal
+    finite = (
+        torch.isfinite(log_alpha)
+        & torch.isfinite(sum_event(z_prop))
+        & torch.isfinite(sum_event(grad_prop))
+    )
+    accept = (log_u < log_alpha) & finite
+    keep = accept.view(-1, *([1] * (z.ndim - 1)))
+    chosen = (
+        torch.where(keep, z_prop, z),
+        torch.where(accept, lp_prop, lp),
+        torch.where(keep, grad_prop, grad),
+    )
+    return chosen, accept
+
+
+def check_finite(
+    trace: Tensor,
+    name: str,
+    hint: str,
+    *,
+    where: Callable[[int], str] = lambda row: f"step {row}",
+    step_size: Tensor | None = None,
+) -> None:
+    """Raise a SamplerDivergenceError if any chain went non-finite (one host sync).
+
+    The message names the sampler, how many chains diverged, and for the first bad chain the
+    first bad row (through ``where``), the chain index and, when given, its step size; then
+    ``hint``.
+
+    Args:
+        trace: one row per step and one column per chain, shape (R, B), for example the
+            log-density of every state (a non-finite state or gradient at step k makes the
+            log-density at step k + 1 non-finite) or per-chain norms.
+        name: sampler name for the message.
+        hint: what to do about it, appended to the message.
+        where: describes row ``r`` of ``trace`` for the message (default ``"step r"``).
+        step_size: per-chain step sizes, any shape with B elements, or None.
+    """
+    bad = ~torch.isfinite(trace)
     if not bool(bad.any()):
         return
     chains = bad.any(0)
     idx = int(chains.nonzero()[0])
-    step = int(bad[:, idx].int().argmax())
+    row = int(bad[:, idx].int().argmax())
+    step = "" if step_size is None else f", step_size {step_size.flatten()[idx].item():g}"
     raise SamplerDivergenceError(
-        f"{name}: {int(chains.sum())} of {len(chains)} chains became non-finite (first at step "
-        f"{step}, chain {idx}, step_size {step_size.flatten()[idx].item():g}). Lower the step size, "
-        "use MALA (mh=True) which rejects exploding proposals, or check the energy/likelihood "
-        "for overflow (e.g. a likelihood sigma that is too small)."
+        f"{name}: {int(chains.sum())} of {len(chains)} chains became non-finite (first at "
+        f"{where(row)}, chain {idx}{step}). {hint}"
     )

@@ -16,17 +16,13 @@ from lebm.samplers.base import (
     LogProb,
     SamplerResult,
     check_finite,
+    gaussian_noise,
     log_prob_and_grad,
+    metropolis_hastings,
+    norm_event,
     per_chain_step_size,
+    sum_event,
 )
-
-_PREDRAW_LIMIT = 1 << 22
-"""Largest number of noise values (steps x chain elements) drawn up front in one call."""
-
-
-def _sum_event(x: Tensor) -> Tensor:
-    """Sum over every dimension but the first: (B, *event) -> (B,)."""
-    return x.flatten(1).sum(1)
 
 
 def langevin(
@@ -88,34 +84,23 @@ def langevin(
         grad_norm_sum = torch.zeros(batch, device=device, dtype=dtype)
         accepted = torch.zeros(batch, device=device, dtype=dtype) if mh else None
         trajectory = [z] if return_trajectory else None
-        # noise for all steps in one draw when it is small (saves a kernel launch per step)
-        noise = None
-        if n_steps * z.numel() <= _PREDRAW_LIMIT:
-            noise = torch.randn(
-                (n_steps, *z.shape), generator=generator, device=device, dtype=dtype
-            )
+        noise = gaussian_noise(n_steps, z, generator)
 
         for k in range(n_steps):
-            grad_norm_sum += torch.linalg.vector_norm(grad.flatten(1), dim=1)
-            if noise is None:
-                eps = torch.randn(z.shape, generator=generator, device=device, dtype=dtype)
-            else:
-                eps = noise[k]
+            grad_norm_sum += norm_event(grad)
+            eps = noise(k)
             proposal = torch.addcmul(z, s, grad).addcmul_(noise_std, eps)
             if mh:
                 lp_prop, grad_prop = log_prob_and_grad(log_prob, proposal)
                 # log q(z | z') - log q(z' | z), with q(a | b) = N(a; b + s grad(b), 2 s I);
                 # the forward term is ||sqrt(2s) eps||^2 / (4 s) = ||eps||^2 / 2.
                 reverse = z - proposal - s * grad_prop
-                log_q_ratio = -_sum_event(reverse**2) / (4.0 * s_flat) + _sum_event(eps**2) / 2.0
+                log_q_ratio = -sum_event(reverse**2) / (4.0 * s_flat) + sum_event(eps**2) / 2.0
                 log_alpha = lp_prop - lp + log_q_ratio
                 u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
-                finite = torch.isfinite(lp_prop) & torch.isfinite(_sum_event(grad_prop))
-                accept = (u.log() < log_alpha) & finite
-                keep = accept.view(-1, *([1] * (z.ndim - 1)))
-                z = torch.where(keep, proposal, z)
-                grad = torch.where(keep, grad_prop, grad)
-                lp = torch.where(accept, lp_prop, lp)
+                (z, lp, grad), accept = metropolis_hastings(
+                    u.log(), log_alpha, (z, lp, grad), (proposal, lp_prop, grad_prop)
+                )
                 accepted += accept
             else:
                 z = proposal
@@ -128,7 +113,13 @@ def langevin(
             if trajectory is not None:
                 trajectory.append(z)
 
-    check_finite(lp_trace, s, name)
+    check_finite(
+        lp_trace,
+        name,
+        "Lower the step size, use MALA (mh=True) which rejects exploding proposals, or check "
+        "the energy/likelihood for overflow (e.g. a likelihood sigma that is too small).",
+        step_size=s,
+    )
     steps = max(n_steps, 1)
     return SamplerResult(
         sample=z.detach(),

@@ -24,12 +24,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lebm.samplers.base import SamplerDivergenceError, SamplerResult
-from lebm.samplers.langevin import _PREDRAW_LIMIT
+from lebm.samplers.base import (
+    NoiseConditionalScore,
+    SamplerResult,
+    check_finite,
+    gaussian_noise,
+    norm_event,
+)
 from lebm.schedules import NoiseSchedule
-
-NoiseConditionalScore = Callable[[Tensor, Tensor], Tensor]
-"""``score(x, sigma)``: x of shape (B, *event), sigma of shape (B,) -> score shaped like x."""
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 """``eps_model(x_t, t)``: x_t of shape (B, *event), t of shape (B,) long in 0 .. T-1 ->
@@ -46,27 +48,6 @@ class ScoreSamplerResult(SamplerResult):
     def diagnostics(self) -> dict[str, Tensor]:
         """Batch-mean diagnostics as 0-d tensors: only ``grad_norm`` (the score norm)."""
         return {"grad_norm": self.grad_norm.mean()}
-
-
-def _norms(x: Tensor) -> Tensor:
-    """Per-chain Euclidean norm, (B, *event) -> (B,)."""
-    return torch.linalg.vector_norm(x.flatten(1), dim=1)
-
-
-def _raise_if_diverged(trace: Tensor, name: str, what: Callable[[int], str], hint: str) -> None:
-    """One host sync: raise SamplerDivergenceError naming the first bad step of the first bad
-    chain. ``trace`` has one row per step (per-chain norms; non-finite state -> non-finite
-    norm); ``what(row)`` describes a row for the message."""
-    bad = ~torch.isfinite(trace)
-    if not bool(bad.any()):
-        return
-    chains = bad.any(0)
-    idx = int(chains.nonzero()[0])
-    row = int(bad[:, idx].int().argmax())
-    raise SamplerDivergenceError(
-        f"{name}: {int(chains.sum())} of {len(chains)} chains became non-finite (first at "
-        f"{what(row)}, chain {idx}). {hint}"
-    )
 
 
 def _checked(out: Tensor, x: Tensor, name: str) -> Tensor:
@@ -148,31 +129,22 @@ def annealed_langevin(
         # per-chain score norm at every call and the final state's norm: the one-sync check
         trace = x.new_empty(n_calls + 1, batch)
         trajectory = [x] if return_trajectory else None
-        noise = None
-        if n_updates * x.numel() <= _PREDRAW_LIMIT:
-            noise = torch.randn(
-                (n_updates, *x.shape), generator=generator, device=device, dtype=dtype
-            )
+        noise = gaussian_noise(n_updates, x, generator)
         sigma_vectors = [torch.full((batch,), v, device=device, dtype=dtype) for v in levels]
         for k, (i, sigma) in enumerate(steps_of):
             alpha = step_lr * sigma**2 / sigma_last**2
             s = _checked(score(x, sigma_vectors[i]), x, "score")
-            trace[k] = _norms(s)
-            eps = (
-                noise[k]
-                if noise is not None
-                else torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-            )
-            x = torch.add(x, s, alpha=alpha / 2).add_(eps, alpha=alpha**0.5)
+            trace[k] = norm_event(s)
+            x = torch.add(x, s, alpha=alpha / 2).add_(noise(k), alpha=alpha**0.5)
             if trajectory is not None:
                 trajectory.append(x)
         if final_denoise:
             s = _checked(score(x, sigma_vectors[-1]), x, "score")
-            trace[n_updates] = _norms(s)
+            trace[n_updates] = norm_event(s)
             x = torch.add(x, s, alpha=sigma_last**2)
             if trajectory is not None:
                 trajectory.append(x)
-        trace[n_calls] = _norms(x)
+        trace[n_calls] = norm_event(x)
 
     def where(row: int) -> str:
         if row == n_calls:
@@ -185,12 +157,12 @@ def annealed_langevin(
             f"step {row % n_steps_each}"
         )
 
-    _raise_if_diverged(
+    check_finite(
         trace,
         "annealed Langevin",
-        where,
         "Lower step_lr (alpha_1 = step_lr * sigma_1^2 / sigma_L^2 must stay below about "
         "4 * (variance of the data at sigma_1)), or check the score network's output scale.",
+        where=where,
     )
     nan = torch.full((batch,), float("nan"), device=device, dtype=dtype)
     return ScoreSamplerResult(
@@ -279,15 +251,11 @@ def ddpm_ancestral(
         trace = x.new_empty(num_steps + 1, batch)
         trajectory = [x] if return_trajectory else None
         n_noisy = num_steps - 1
-        noise = None
-        if n_noisy * x.numel() <= _PREDRAW_LIMIT:
-            noise = torch.randn(
-                (n_noisy, *x.shape), generator=generator, device=device, dtype=dtype
-            )
+        noise = gaussian_noise(n_noisy, x, generator)
         for k, t in enumerate(range(num_steps - 1, -1, -1)):
             t_vec = torch.full((batch,), t, device=device, dtype=torch.long)
             eps = _checked(eps_model(x, t_vec), x, "eps_model")
-            trace[k] = _norms(eps) / sqrt_one_minus[t]
+            trace[k] = norm_event(eps) / sqrt_one_minus[t]
             if clip_x0 is None:
                 mean = torch.add(x, eps, alpha=-betas[t] / sqrt_one_minus[t]).div_(alphas[t] ** 0.5)
             else:
@@ -295,24 +263,19 @@ def ddpm_ancestral(
                 x0_hat = x0_hat.clamp_(-clip_x0, clip_x0)
                 mean = torch.add(x0_hat.mul_(coef_x0[t]), x, alpha=coef_xt[t])
             if t > 0:
-                z = (
-                    noise[k]
-                    if noise is not None
-                    else torch.randn(x.shape, generator=generator, device=device, dtype=dtype)
-                )
-                x = mean.add_(z, alpha=var[t] ** 0.5)
+                x = mean.add_(noise(k), alpha=var[t] ** 0.5)
             else:
                 x = mean
             if trajectory is not None:
                 trajectory.append(x)
-        trace[num_steps] = _norms(x)
+        trace[num_steps] = norm_event(x)
 
-    _raise_if_diverged(
+    check_finite(
         trace,
         "DDPM ancestral sampling",
-        lambda row: "the final state" if row == num_steps else f"t = {num_steps - 1 - row}",
         "Check the noise model's output (a model trained with another schedule, or "
         "overflow in low precision); clip_x0 bounds the x0-prediction for data in [-c, c].",
+        where=lambda row: "the final state" if row == num_steps else f"t = {num_steps - 1 - row}",
     )
     nan = torch.full((batch,), float("nan"), device=device, dtype=dtype)
     return ScoreSamplerResult(
