@@ -47,6 +47,34 @@ class SampleRequests(Dataset):
         return torch.tensor(index % self.num_samples)
 
 
+def check_split_name(name: str) -> None:
+    """Raises ``ValueError`` unless ``name`` is one of :data:`SPLITS`."""
+    if name not in SPLITS:
+        raise ValueError(f"split name must be one of {list(SPLITS)}, got {name!r}")
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float = 0.0) -> None:
+    """Raises ``ValueError`` unless the held-out fractions are valid.
+
+    Each fraction must lie in [0, 1) (NaN is rejected) and ``val_fraction + test_fraction``
+    must be < 1. Whether the resulting train split is non-empty depends on the number of
+    points (see :func:`split_sizes`) and is for the caller to check.
+
+    Args:
+        val_fraction: Fraction of points held out for validation.
+        test_fraction: Fraction of points held out for testing (0 for a data set whose test
+            split is its own).
+    """
+    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {fraction!r}")
+    if not val_fraction + test_fraction < 1:
+        raise ValueError(
+            "val_fraction + test_fraction must be < 1, got "
+            f"val_fraction={val_fraction!r} + test_fraction={test_fraction!r}"
+        )
+
+
 def split_sizes(
     num_samples: int, val_fraction: float, test_fraction: float
 ) -> tuple[int, int, int]:
@@ -70,17 +98,36 @@ def split_sizes(
 class SplitDataLoaders:
     """The four dataloaders (and the repr) of a datamodule holding train / val / test splits.
 
-    The host class provides ``batch_size``, ``num_workers``, ``seed``, ``num_predict_samples``
-    and :meth:`_split_data`; train batches are shuffled with a generator seeded from ``seed``
-    and drop the last partial batch when the split holds more than ``batch_size`` points;
-    val / test keep a fixed order (``[]`` when empty); predict yields index batches of shape
-    (B,) over :class:`SampleRequests`.
+    The host class stores ``batch_size``, ``num_workers``, ``seed`` and ``num_predict_samples``
+    through :meth:`_init_loader_settings` and implements :meth:`_split_data`. Train batches
+    are shuffled with a generator seeded from ``seed`` and drop the last partial batch when
+    the split holds more than ``batch_size`` points; val / test keep a fixed order (``[]``
+    when empty); predict yields index batches of shape (B,) over :class:`SampleRequests`.
     """
 
     batch_size: int
     num_workers: int
     seed: int
     num_predict_samples: int
+
+    def _init_loader_settings(
+        self, batch_size: int, num_workers: int, seed: int, num_predict_samples: int
+    ) -> None:
+        """Validates and stores the settings the dataloaders read (called from ``__init__``).
+
+        Raises:
+            ValueError: ``batch_size < 1``, ``num_workers < 0`` or ``num_predict_samples < 1``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+        if num_predict_samples < 1:
+            raise ValueError(f"num_predict_samples must be >= 1, got {num_predict_samples!r}")
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.num_predict_samples = int(num_predict_samples)
 
     def _split_data(self, name: str) -> Dataset | torch.Tensor:
         """The ``"train"``, ``"val"`` or ``"test"`` split, indexable and sized."""
@@ -204,17 +251,7 @@ class ToyDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
             raise ValueError(f"num_samples must be >= 10, got {num_samples!r}")
         if not noise >= 0:  # also rejects NaN
             raise ValueError(f"noise must be >= 0, got {noise!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-        if not 0 <= test_fraction < 1:
-            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-        if not val_fraction + test_fraction < 1:
-            raise ValueError(
-                "val_fraction + test_fraction must be < 1, got "
-                f"val_fraction={val_fraction!r} + test_fraction={test_fraction!r}"
-            )
+        check_split_fractions(val_fraction, test_fraction)
         sizes = split_sizes(num_samples, val_fraction, test_fraction)
         if sizes[0] < 1:
             raise ValueError(
@@ -222,23 +259,16 @@ class ToyDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
                 f"training points out of num_samples={num_samples!r} (split sizes "
                 f"train/val/test = {sizes}); lower the fractions or raise num_samples"
             )
-        if num_predict_samples < 1:
-            raise ValueError(f"num_predict_samples must be >= 1, got {num_predict_samples!r}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+        self._init_loader_settings(batch_size, num_workers, seed, num_predict_samples)
 
         # No ``save_hyperparameters()``: Lightning refuses to log when a datamodule and its model
         # share an hparam name with different values (``seed``, ``noise``, ``batch_size`` ...),
         # and LightningCLI already records the full config.
         self.num_samples = int(num_samples)
         self.noise = float(noise)
-        self.seed = int(seed)
-        self.batch_size = int(batch_size)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.standardize = bool(standardize)
-        self.num_predict_samples = int(num_predict_samples)
-        self.num_workers = int(num_workers)
         self.split_sizes: tuple[int, int, int] = sizes
 
         self._splits: dict[str, torch.Tensor] | None = None
@@ -332,8 +362,7 @@ class ToyDataModule(SplitDataLoaders, L.LightningDataModule, abc.ABC):
             Float32 tensor of shape (N_split, *data_shape), standardized if ``standardize``.
             Empty (N_split = 0) for a split whose fraction is 0.
         """
-        if name not in SPLITS:
-            raise ValueError(f"split name must be one of {list(SPLITS)}, got {name!r}")
+        check_split_name(name)
         return self._ensure_data()[name]
 
     def _split_data(self, name: str) -> torch.Tensor:
