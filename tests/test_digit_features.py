@@ -1,4 +1,4 @@
-"""The shipped digit classifier as an FID / KID feature space (``FIDCallback(features="digits")``).
+"""The shipped digit classifier as an FID / KID feature space (``lebm.features.DigitFeatures``).
 
 Numbers quoted in comments were measured with the shipped ``lebm/assets/digit_classifier.pt``
 (20 epochs, seed 0; train / val / test accuracy 0.9986 / 0.9944 / 1.0).
@@ -12,21 +12,23 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
-from callbacks.fid import FIDCallback, frechet_distance, mean_cov, polynomial_mmd
+from callbacks.fid import FIDCallback
 from datamodules.images import DigitsDataModule
 from lebm.experiments.train_digit_classifier import accuracy, fit_digit_classifier, main
+from lebm.features import DigitFeatures
+from lebm.metrics import frechet_distance, mean_cov, polynomial_mmd
 from lebm.nets.digit_classifier import (
     DEFAULT_WEIGHTS,
     REGENERATE_COMMAND,
     DigitClassifier,
-    DigitFeatures,
     load_digit_classifier,
 )
+from tests.conftest import quiet_trainer
 
 
 @pytest.fixture(scope="module")
 def features():
-    return DigitFeatures()
+    return DigitFeatures().setup()
 
 
 @pytest.fixture(scope="module")
@@ -136,25 +138,21 @@ def digits_trainer(tmp_path, callback, **overrides):
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
-        inference_mode=False,
         logger=CSVLogger(tmp_path),
         callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         accelerator="cpu",
     )
-    return L.Trainer(**{**settings, **overrides})
+    return quiet_trainer(tmp_path, **{**settings, **overrides})
 
 
 def test_callback_with_digit_features_end_to_end(tmp_path, features):
     dm = DigitsDataModule(image_size=8, batch_size=64)
-    kwargs = dict(features="digits", num_samples=150, kid_subset_size=50, kid_subsets=10)
-    callback = FIDCallback(**kwargs)
+    kwargs = dict(num_samples=150, kid_subset_size=50, kid_subsets=10)
+    callback = FIDCallback(DigitFeatures(), **kwargs)
     model = BankSampler(dm.split("test"))
     trainer = digits_trainer(tmp_path, callback)
     trainer.fit(model, datamodule=dm)
-    assert isinstance(callback.extractor, DigitFeatures)
+    assert callback.features.metadata == features.metadata  # read at setup
     with open(trainer.logger.log_dir + "/metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val/fid")]
     assert len(rows) == 1 and rows[0]["val/kid"]
@@ -166,39 +164,49 @@ def test_callback_with_digit_features_end_to_end(tmp_path, features):
     assert logged == pytest.approx(expected, rel=1e-6)
     # a pure-noise "model" is much further away (measured: 138.7 for test images, 519.7 noise)
     noisy = BankSampler(torch.zeros(1, 1, 8, 8), noise=1.0)
-    bad = digits_trainer(tmp_path, FIDCallback(**kwargs), logger=False)
+    bad = digits_trainer(tmp_path, FIDCallback(DigitFeatures(), **kwargs), logger=False)
     assert bad.validate(noisy, datamodule=dm, verbose=False)[0]["val/fid"] > 3 * logged
 
 
-def test_features_digits_parses_like_yaml(tmp_path):
-    from jsonargparse import ArgumentParser
+def test_features_digits_parses_like_yaml():
+    from jsonargparse import ArgumentError, ArgumentParser
 
-    parser = ArgumentParser()
+    parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(FIDCallback, "fid")
-    cfg = parser.parse_args(["--fid.features=digits", f"--fid.digit_weights={DEFAULT_WEIGHTS}"])
-    callback = parser.instantiate_classes(cfg).fid
-    assert callback.features == "digits" and callback.digit_weights == str(DEFAULT_WEIGHTS)
-    with pytest.raises(SystemExit):  # unknown kinds are refused by the Literal
-        parser.parse_args(["--fid.features=digitz"])
-
-
-def test_digit_weights_only_with_digit_features():
-    with pytest.raises(ValueError, match="digit_weights"):
-        FIDCallback(features="flatten", digit_weights="w.pt")
-    with pytest.raises(ValueError, match="features"):
-        FIDCallback(features="digit")
+    cfg = parser.parse_string(  # the block of configs/*/digits.yaml
+        """
+        fid:
+          features:
+            class_path: lebm.features.DigitFeatures
+            init_args:
+              weights_path: null
+          num_samples: 500
+        """
+    )
+    callback = parser.instantiate(cfg).fid
+    assert isinstance(callback.features, DigitFeatures) and callback.features.weights_path is None
+    cfg = parser.parse_args(
+        [
+            "--fid.features=lebm.features.DigitFeatures",
+            f"--fid.features.init_args.weights_path={DEFAULT_WEIGHTS}",
+        ]
+    )
+    callback = parser.instantiate(cfg).fid
+    assert callback.features.weights_path == str(DEFAULT_WEIGHTS)
+    with pytest.raises(ArgumentError, match="DigitFeaturez"):  # unknown classes are refused
+        parser.parse_args(["--fid.features=lebm.features.DigitFeaturez"])
 
 
 def test_missing_weights_name_the_path_and_the_command(tmp_path):
     missing = tmp_path / "missing_digits.pt"
+    unread = DigitFeatures(str(missing))  # files are read by setup(), so configs still build
+    assert unread.net is None and unread.num_features is None and unread.metadata == {}
     with pytest.raises(FileNotFoundError) as err:
-        DigitFeatures(str(missing))
+        unread.setup()
     message = str(err.value)
     assert str(missing) in message and REGENERATE_COMMAND in message and "--out" in message
     # through the callback: fails at setup, before any training step
-    callback = FIDCallback(
-        features="digits", digit_weights=str(missing), num_samples=10, kid_subset_size=5
-    )
+    callback = FIDCallback(DigitFeatures(str(missing)), num_samples=10, kid_subset_size=5)
     trainer = digits_trainer(tmp_path, callback, logger=False)
     model = BankSampler(torch.zeros(4, 1, 8, 8))
     with pytest.raises(FileNotFoundError, match="missing_digits.pt"):
@@ -211,7 +219,7 @@ def test_training_script_writes_a_loadable_file(tmp_path, capsys):
     accuracies = main(["--out", str(out), "--epochs", "1", "--seed", "3", "--quiet"])
     assert set(accuracies) == {"train", "val", "test"} and accuracies["val"] > 0.5
     assert "accuracy" in capsys.readouterr().out
-    loaded = DigitFeatures(str(out))
+    loaded = DigitFeatures(str(out)).setup()
     assert loaded.metadata["epochs"] == 1 and loaded.metadata["seed"] == 3
     assert loaded.metadata["accuracy"] == accuracies
     assert loaded(torch.zeros(2, 1, 8, 8)).shape == (2, 128)
@@ -219,14 +227,28 @@ def test_training_script_writes_a_loadable_file(tmp_path, capsys):
         fit_digit_classifier(epochs=0)
 
 
+def test_shipped_weights_reproduce_their_stored_accuracies():
+    # evaluation is a forward pass of fixed weights on fixed images: exact on any machine up to
+    # arg-max ties, which these well-separated logits do not have
+    model, metadata = load_digit_classifier()
+    dm = DigitsDataModule(image_size=16)  # the size the training script measured at
+    for split in ("train", "val", "test"):
+        assert accuracy(model, dm.split(split), dm.labels(split)) == metadata["accuracy"][split]
+
+
 @pytest.mark.slow
 def test_retraining_reproduces_the_shipped_accuracies():
-    # about 15 s of training on 2 cores; bit-identical weights on the machine that made them
+    # about 15 s of training on 2 cores. Bit-identical weights only on the CPU that made them:
+    # float reductions differ across CPUs (SIMD width, oneDNN kernels), and 20 epochs amplify
+    # the difference. Accuracies are robust to it: 0.015 allows 2 of the 180 val / test images
+    # and 21 of the 1437 train images, far below what a broken training script would lose.
     _, metadata = load_digit_classifier()
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     state = torch.random.get_rng_state()
     _, accuracies = fit_digit_classifier(metadata["epochs"], metadata["seed"])
-    assert accuracies == metadata["accuracy"]  # train, val and test, exactly
+    assert set(accuracies) == {"train", "val", "test"}
+    for split, shipped in metadata["accuracy"].items():
+        assert abs(accuracies[split] - shipped) <= 0.015, (split, accuracies[split], shipped)
     # the caller's threads, determinism flag and global generator are left as they were
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
     assert torch.equal(torch.random.get_rng_state(), state)

@@ -7,17 +7,11 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from callbacks.fid import (
-    FeatureDistances,
-    FIDCallback,
-    FlattenFeatures,
-    InceptionFeatures,
-    build_feature_module,
-    extrapolate_to_infinity,
-    frechet_distance,
-    mean_cov,
-)
+from callbacks.fid import FIDCallback
 from datamodules import MoonsDataModule
+from lebm.features import FlattenFeatures, InceptionFeatures
+from lebm.metrics import FeatureDistances, extrapolate_to_infinity, frechet_distance, mean_cov
+from tests.conftest import quiet_trainer
 
 
 def gaussian(n, mean, std, seed):
@@ -31,7 +25,7 @@ def gaussian(n, mean, std, seed):
 
 def distances(real, fake, **kwargs):
     """The callback's code path: FlattenFeatures -> FeatureDistances.compute()."""
-    features = FlattenFeatures(real.shape[1])
+    features = FlattenFeatures()  # learns d from the first batch, as in the callback
     metric = FeatureDistances(**kwargs)
     metric.update(features(real), real=True)
     metric.update(features(fake), real=False)
@@ -141,15 +135,12 @@ class GaussianSampler(L.LightningModule):
 
 
 def tiny_trainer(tmp_path, callback, max_epochs=2):
-    return L.Trainer(
+    return quiet_trainer(
+        tmp_path,
         max_epochs=max_epochs,
         limit_train_batches=2,
-        inference_mode=False,
         logger=CSVLogger(tmp_path),
         callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         accelerator="cpu",
     )
 
@@ -197,14 +188,14 @@ def test_validate_always_evaluates_and_test_stage_needs_no_weights(tmp_path):
     trainer = tiny_trainer(tmp_path, callback, max_epochs=10)
     results = trainer.validate(GaussianSampler(), datamodule=MoonsDataModule(num_samples=200))
     assert results[0]["val/fid"] > 0
-    missing = FIDCallback(features="inception", inception_weights=str(tmp_path / "none.pth"))
+    missing = FIDCallback(features=InceptionFeatures(str(tmp_path / "none.pth")))
     missing.setup(trainer, GaussianSampler(), "test")  # no error: weights only for fit/validate
 
 
 def test_missing_inception_weights_fail_at_setup(tmp_path):
     missing = tmp_path / "missing.pth"
     callback = FIDCallback(
-        features="inception", inception_weights=str(missing), num_samples=10, kid_subset_size=5
+        features=InceptionFeatures(str(missing)), num_samples=10, kid_subset_size=5
     )
     trainer = tiny_trainer(tmp_path, callback)
     model = GaussianSampler()
@@ -212,7 +203,7 @@ def test_missing_inception_weights_fail_at_setup(tmp_path):
         trainer.fit(model, datamodule=MoonsDataModule(num_samples=200))
     message = str(err.value)
     assert str(missing) in message and "cannot be downloaded" in message
-    assert "inception_weights=" in message and "weights-inception-2015-12-05" in message
+    assert "weights_path:" in message and "weights-inception-2015-12-05" in message
     assert trainer.global_step == 0  # failed before any training
 
 
@@ -229,8 +220,8 @@ def test_cli_builds_the_callback_by_class_path(run_cli, tmp_path):
         run_cli(
             args
             + [
-                "--trainer.callbacks.init_args.features=inception",
-                f"--trainer.callbacks.init_args.inception_weights={missing}",
+                "--trainer.callbacks.init_args.features=lebm.features.InceptionFeatures",
+                f"--trainer.callbacks.init_args.features.init_args.weights_path={missing}",
             ]
         )
 
@@ -249,6 +240,7 @@ def test_inception_wrapper_maps_images_to_uint8_rgb(tmp_path, monkeypatch):
         return original(self, x)
 
     monkeypatch.setattr(FeatureExtractorInceptionV3, "forward", spy)
+    assert InceptionFeatures(str(tmp_path / "absent.pth")).net is None  # files read by setup()
     module = InceptionFeatures(str(path))
     images = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(1, 1, 2, 2).expand(2, 1, 2, 2)
     out = module(images)
@@ -259,13 +251,74 @@ def test_inception_wrapper_maps_images_to_uint8_rgb(tmp_path, monkeypatch):
     assert module.num_features == 2048 and not module.training
 
 
-def test_feature_module_by_class_path():
-    module = build_feature_module("callbacks.fid.FlattenFeatures", {"num_features": 4})
-    assert module.num_features == 4
-    with pytest.raises(ValueError, match="feature_module"):
-        build_feature_module("torch.nn.Identity")  # no num_features
-    with pytest.raises(ValueError, match="feature_module"):
-        build_feature_module("no.such.Module")
+def test_flatten_features_learn_their_size_from_the_data():
+    features = FlattenFeatures()
+    assert features.num_features is None
+    out = features(torch.ones(5, 2, 3, dtype=torch.float32))
+    assert out.shape == (5, 6) and out.dtype == torch.float64 and features.num_features == 6
+    with pytest.raises(ValueError, match="expected 6 values per point, got 4"):
+        features(torch.ones(5, 4))
+    with pytest.raises(ValueError, match="expected 3 values"):
+        FlattenFeatures(3)(torch.ones(5, 2))
+    with pytest.raises(ValueError, match="num_features"):
+        FlattenFeatures(0)
+
+
+class RandomProjection(torch.nn.Module):
+    """A user's feature module, outside lebm: a fixed random projection to ``num_features``."""
+
+    def __init__(self, num_features: int = 1, in_features: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(in_features, num_features, generator=g))
+
+    def forward(self, x):
+        return x.flatten(1).double() @ self.weight.double()
+
+
+def test_any_feature_module_plugs_in_by_class_path(tmp_path):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(FIDCallback, "fid")
+    cfg = parser.parse_string(
+        """
+        fid:
+          features:
+            class_path: tests.test_fid.RandomProjection
+            init_args: {num_features: 1, seed: 3}
+          num_samples: 100
+          kid_subset_size: 20
+          kid_subsets: 2
+        """
+    )
+    callback = parser.instantiate(cfg).fid
+    assert isinstance(callback.features, RandomProjection) and callback.features.num_features == 1
+    model, dm = GaussianSampler(), MoonsDataModule(num_samples=200)
+    results = tiny_trainer(tmp_path, callback).validate(model, datamodule=dm, verbose=False)
+    # the logged value is the 1-d FID of the projected points: the module was really used
+    project = callback.features
+    fake = model.sample(100, generator=torch.Generator().manual_seed(0))
+    real = project(dm.split("val")[:100])
+    expected = frechet_distance(*mean_cov(real), *mean_cov(project(fake))).item()
+    assert results[0]["val/fid"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_feature_modules_without_num_features_are_refused():
+    with pytest.raises(TypeError, match="num_features"):
+        FIDCallback(features=torch.nn.Identity())
+    halves = RandomProjection(num_features=2)
+    halves.num_features = 2.0
+    with pytest.raises(TypeError, match="num_features"):
+        FIDCallback(features=halves)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        FIDCallback(features="inception")
+    liar = RandomProjection(num_features=3)
+    liar.num_features = 5  # its output is still 3 wide: caught at the first batch
+    callback = FIDCallback(features=liar, num_samples=10, kid_subset_size=5)
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*num_features=5"):
+        callback._update(torch.zeros(4, 2), real=True, device=torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -273,13 +326,9 @@ def test_feature_module_by_class_path():
     [
         ({"num_samples": 1}, "num_samples"),
         ({"num_samples": 50, "kid_subset_size": 100}, "kid_subset_size"),
-        ({"features": "pixels"}, "features"),
-        ({"features": "module"}, "feature_module"),
         ({"every_n_epochs": 0}, "every_n_epochs"),
         ({"fid_inf_sizes": [10, 5000]}, "fid_inf_sizes"),
         ({"real_split": "holdout"}, "real_split"),
-        ({"inception_weights": "w.pth"}, "inception_weights"),
-        ({"feature_module": "torch.nn.Identity"}, "feature_module"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )

@@ -1,9 +1,9 @@
-"""A small CNN digit classifier and its penultimate layer as an offline FID / KID feature space.
+"""A small CNN digit classifier whose penultimate layer is an offline FID / KID feature space.
 
 Inception v3 features are the standard for natural images, but their weights cannot be
-downloaded here and they say little about 8 x 8 grey digits. :class:`DigitFeatures` is the
-"FID in digit-classifier feature space" alternative: the 128-d penultimate activations of
-:class:`DigitClassifier`, trained on sklearn's bundled digits by
+downloaded here and they say little about 8 x 8 grey digits. :class:`lebm.features.DigitFeatures`
+is the "FID in digit-classifier feature space" alternative: the 128-d penultimate activations
+of :class:`DigitClassifier`, trained on sklearn's bundled digits by
 ``python -m lebm.experiments.train_digit_classifier`` and shipped with the package as
 ``lebm/assets/digit_classifier.pt`` (a state dict plus metadata, about 0.6 MB).
 
@@ -162,50 +162,3 @@ def load_digit_classifier(
     model = DigitClassifier(**checkpoint.get("config", {}))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), dict(checkpoint.get("metadata", {}))
-
-
-class DigitFeatures(nn.Module):
-    """Penultimate-layer features of the shipped digit classifier, for FID / KID of digits.
-
-    Images (N, C, H, W) with C = 1, or C = 3 (averaged over channels to grey), in [-1, 1] and of
-    any size, are clamped to [-1, 1] (as the uint8 conversion before Inception does) and mapped
-    to the classifier's ``num_features`` (128) post-ReLU activations. Always in eval mode, no
-    gradients. Output is float64 (float32 on MPS, which has no float64) like
-    ``callbacks.fid.FlattenFeatures``, so the FID's covariance arithmetic has little round-off.
-
-    Compare generated digits with the *val* or *test* split (``FIDCallback``'s default
-    ``real_split="val"``): the classifier was trained on the train split and maps those images
-    a little differently from unseen ones (KID against val: about 54 for train, -2 for test).
-
-    Args:
-        weights_path: weights file written by ``python -m lebm.experiments.train_digit_classifier``;
-            None means the shipped ``lebm/assets/digit_classifier.pt``. A missing file raises
-            ``FileNotFoundError`` naming the path and the command that regenerates it.
-
-    Attributes:
-        num_features: int, the feature dimension d.
-        metadata: what the training script stored (accuracies, seed, epochs, torch version).
-    """
-
-    def __init__(self, weights_path: str | None = None) -> None:
-        super().__init__()
-        self.net, self.metadata = load_digit_classifier(weights_path)
-        self.num_features = int(self.net.num_features)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> DigitFeatures:
-        return super().train(False)
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, 1 | 3, H, W) in [-1, 1] -> (N, num_features) float64."""
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(
-                f"digit features need images (N, 1, H, W) or (N, 3, H, W), got {tuple(x.shape)}"
-            )
-        if x.shape[1] == 3:
-            x = x.mean(1, keepdim=True)
-        weight = self.net.head.weight
-        features = self.net.features(x.to(weight).clamp(-1, 1))
-        return features.float() if features.device.type == "mps" else features.double()
