@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import os
 import platform
@@ -34,25 +35,29 @@ import torch
 from torch import Tensor, nn
 
 from lebm.models import LatentEBM
-from lebm.nets import DCGANGenerator
-from lebm.samplers import langevin
+from lebm.nets import DCGANGenerator, EnergyMLP, GeneratorMLP
+from lebm.samplers import Langevin, langevin
 
 SEED = 0
 # Chain lengths (LatentEBM's defaults): the posterior length is also N in row 1. --quick
 # shortens both so that the smoke run stays fast even on a loaded machine.
 FULL_STEPS = {"posterior_steps": 20, "prior_steps": 60}
 QUICK_STEPS = {"posterior_steps": 5, "prior_steps": 5}
+# Step sizes (LatentEBM's defaults, Pang et al.'s SVHN settings), the same in both modes.
+POSTERIOR_STEP_SIZE, PRIOR_STEP_SIZE = 0.005, 0.08
 RESULTS_PATH = Path(__file__).resolve().parent / "results.md"
 
 
 # --------------------------------------------------------------------------- networks
-def SVHNGenerator(latent_dim: int = 100, ngf: int = 64) -> DCGANGenerator:
-    """Pang et al.'s SVHN generator: (B, nz) -> (B, 3, 32, 32), no batch norm, tanh output.
-
-    lebm's ``DCGANGenerator`` at 32 px: ConvT nz-8ngf (k4 s1 p0), 8ngf-4ngf, 4ngf-2ngf, 2ngf-3
-    (k4 s2 p1), LeakyReLU 0.2. Kept under this name for bench_thermo.
-    """
-    return DCGANGenerator(latent_dim, channels=3, image_size=32, base_width=ngf)
+# The model builds them as ``energy(latent_dim)`` and ``generator(latent_dim, data_shape)``.
+ENERGY = functools.partial(EnergyMLP, hidden=200, depth=2, activation="gelu")
+MLP_GENERATOR = functools.partial(GeneratorMLP, hidden=128, depth=2, activation="gelu")
+# Pang et al.'s SVHN generator: (B, nz) -> (B, 3, 32, 32), no batch norm, tanh output; lebm's
+# DCGANGenerator at 32 px: ConvT nz-8ngf (k4 s1 p0), 8ngf-4ngf, 4ngf-2ngf, 2ngf-3 (k4 s2 p1),
+# LeakyReLU 0.2, ngf = 64.
+SVHN_GENERATOR = functools.partial(
+    DCGANGenerator, base_width=64, activation="leaky_relu", batch_norm=False
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,11 @@ TOY = Size("toy", latent_dim=2, data_shape=(2,), batch=128, conv_generator=False
 SVHN = Size("svhn", latent_dim=100, data_shape=(3, 32, 32), batch=100, conv_generator=True)
 
 
+def generator_of(size: Size) -> Callable[..., nn.Module]:
+    """The size's generator class (a partial): Pang's SVHN generator or the default MLP."""
+    return SVHN_GENERATOR if size.conv_generator else MLP_GENERATOR
+
+
 def build(
     size: Size,
     device: torch.device,
@@ -80,18 +90,12 @@ def build(
     model = LatentEBM(
         data_shape=size.data_shape,
         latent_dim=size.latent_dim,
-        energy_hidden=200,
-        energy_depth=2,
-        energy_activation="gelu",
-        generator_hidden=128,
-        generator_depth=2,
-        generator_activation="gelu",
+        energy=ENERGY,
+        generator=generator_of(size),
         likelihood_sigma=0.3,
-        posterior_steps=posterior_steps,
-        prior_steps=prior_steps,
+        prior_sampler=Langevin(prior_steps, PRIOR_STEP_SIZE),
+        posterior_sampler=Langevin(posterior_steps, POSTERIOR_STEP_SIZE),
     )
-    if size.conv_generator:
-        model.generator = SVHNGenerator(size.latent_dim)
     model.to(device)
     n = size.batch if batch is None else batch
     if size.conv_generator:  # image-like data in [-1, 1]
@@ -139,8 +143,9 @@ class Reference:
         self.generator = copy.deepcopy(model.generator)
         self.latent_dim = hp.latent_dim
         self.sigma0, self.sigma = hp.prior_sigma, hp.likelihood_sigma
-        self.prior_steps, self.prior_s = hp.prior_steps, hp.prior_step_size
-        self.post_steps, self.post_s = hp.posterior_steps, hp.posterior_step_size
+        prior, posterior = model.prior_sampler, model.posterior_sampler
+        self.prior_steps, self.prior_s = prior.n_steps, prior.step_size
+        self.post_steps, self.post_s = posterior.n_steps, posterior.step_size
         self.opt_e = torch.optim.Adam(self.energy.parameters(), lr=hp.energy_lr, betas=hp.betas)
         self.opt_g = torch.optim.Adam(
             self.generator.parameters(), lr=hp.generator_lr, betas=hp.betas
@@ -293,12 +298,11 @@ def bench_size(
     steps: dict[str, int],
 ) -> list[Row]:
     model, x = build(size, device, **steps)
-    n_steps = steps["posterior_steps"]
+    n_steps, s = model.posterior_sampler.n_steps, model.posterior_sampler.step_size
     hp = model.hparams
     torch.manual_seed(SEED + 1)
     z = torch.randn(x.shape[0], size.latent_dim, device=device) * hp.prior_sigma
     log_joint = log_joint_of(model, x)
-    s = hp.posterior_step_size
 
     def lebm_chain() -> None:
         langevin(log_joint, z, n_steps, s)

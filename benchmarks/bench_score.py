@@ -14,6 +14,8 @@ Rows, per size (toy: the default ConditionalMLP on 2-D data, batch 128; digits: 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import torch
 
 from benchmarks.bench_latent_ebm import Row, run_benchmark, time_interleaved
 from lebm.models import DDPM, NCSN
+from lebm.nets import ConditionalMLP, UNet
 from lebm.samplers import annealed_langevin, ddpm_ancestral
 from lebm.schedules import NoiseSchedule, SigmaLadder
 
@@ -33,19 +36,29 @@ class ScoreSize:
     name: str
     data_shape: tuple[int, ...]
     batch: int
-    network_args: dict
+    net: Callable[..., torch.nn.Module]  # called by the model as net(data_shape)
 
 
-TOY = ScoreSize("toy", (2,), 128, {})
+TOY = ScoreSize("toy", (2,), 128, ConditionalMLP)
 DIGITS = ScoreSize(
-    "digits16", (1, 16, 16), 64, dict(network="unet", base_channels=16, channel_mults=(1, 2))
+    "digits16",
+    (1, 16, 16),
+    64,
+    functools.partial(
+        UNet,
+        base_channels=16,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        dropout=0.0,
+    ),
 )
 
 
 def bench(size: ScoreSize, repeats: int, min_block_s: float = 0.2) -> list[Row]:
     torch.manual_seed(0)
-    ddpm = DDPM(data_shape=size.data_shape, num_timesteps=T, **size.network_args)
-    ncsn = NCSN(data_shape=size.data_shape, **size.network_args)
+    ddpm = DDPM(data_shape=size.data_shape, num_timesteps=T, net=size.net)
+    ncsn = NCSN(data_shape=size.data_shape, net=size.net)
     net = ncsn.net.eval()
     x = torch.randn(size.batch, *size.data_shape)
     c = torch.full((size.batch,), 0.5)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -30,13 +31,13 @@ from benchmarks.bench_latent_ebm import (
     TOY,
     Row,
     Size,
-    SVHNGenerator,
+    generator_of,
     run_benchmark,
     time_interleaved,
 )
 from callbacks import GradientVariance
 from lebm.models import LatentEBM, ThermoLatentEBM
-from lebm.samplers import langevin
+from lebm.models.latent_ebm import Posterior
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results_thermo.md"
 NUM_TEMPERATURES = 10
@@ -44,12 +45,15 @@ NUM_TEMPERATURES = 10
 
 def build(size: Size, batch: int) -> tuple[LatentEBM, ThermoLatentEBM, torch.Tensor]:
     """Vanilla and TI models with identical networks (Pang's defaults, sigma_eps 0.3)."""
-    args = dict(data_shape=size.data_shape, latent_dim=size.latent_dim, likelihood_sigma=0.3)
+    args = dict(
+        data_shape=size.data_shape,
+        latent_dim=size.latent_dim,
+        generator=generator_of(size),
+        likelihood_sigma=0.3,
+    )
     torch.manual_seed(0)
     vanilla = LatentEBM(**args)
     thermo = ThermoLatentEBM(num_temperatures=NUM_TEMPERATURES, **args)
-    if size.conv_generator:
-        vanilla.generator = SVHNGenerator(size.latent_dim)
     thermo.energy, thermo.generator = vanilla.energy, vanilla.generator  # the same networks
     if size.conv_generator:
         x = torch.rand(batch, *size.data_shape) * 2 - 1
@@ -65,19 +69,20 @@ def iteration(model: LatentEBM, x: torch.Tensor) -> None:
 
 def looped_ti_iteration(model: ThermoLatentEBM, x: torch.Tensor) -> None:
     """The TI iteration with one sampler call per temperature instead of one for all."""
-    hp = model.hparams
     chains = []
     for t in model.ladder.t.tolist():
 
         def tempered(z, t=t):
             return model.log_prior(z) + t * model.log_likelihood(x, z)
 
-        z0 = model._initial_latents(len(x))
-        chains.append(langevin(tempered, z0, hp.posterior_steps, hp.posterior_step_size).sample)
+        z0 = model.initial_latents(len(x))
+        chains.append(model.posterior_sampler(tempered, z0).sample)
     z = torch.stack(chains)[:, None]  # (N_t, 1, B, d)
     z_neg = model.sample_prior(len(x)).sample
     loss_ebm = (model.energy(z_neg) - model.energy(z[-1, 0])).mean()
-    (loss_ebm + model._generator_loss(x, z).mean()).backward()
+    # generator_loss reads only the chains' states (posterior.state.z) of the ladder
+    loss_gen, _ = model.generator_loss(x, Posterior(z[-1, 0], SimpleNamespace(z=z)))
+    (loss_ebm + loss_gen.mean()).backward()
 
 
 def bench(size: Size, batch: int, repeats: int, overhead: bool) -> list[Row]:

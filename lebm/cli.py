@@ -11,15 +11,20 @@ What lebm adds to a plain LightningCLI:
 - always-on callbacks: ``checkpoint`` (ModelCheckpoint saving ``last.ckpt``) and
   ``prediction_writer`` (SampleWriter, used by ``lebm predict``);
 - ``inference_mode=False`` by default, because validation and prediction run MCMC (autograd);
+- config fragments: a config may start with ``compose: [other.yaml, ...]`` (paths relative to
+  it); ``-c config.yaml`` then reads as ``-c other.yaml ... -c config.yaml``, so a config
+  states only what differs from the fragments it builds on (see configs/README.md);
 - a summary of where the outputs are, printed at the end of each command.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -47,12 +52,63 @@ def _class_name(config, key: str) -> str | None:
     return path.rsplit(".", 1)[-1] if path else None
 
 
+def composed_files(path: str | Path, chain: tuple[Path, ...] = ()) -> list[Path]:
+    """``path`` preceded by the fragments its ``compose`` list names, depth first."""
+    path = Path(path).resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ValueError(f"config fragments include each other in a cycle: {cycle}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return [path]  # not ours to report: jsonargparse names the problem
+    compose = content.get("compose") if isinstance(content, dict) else None
+    if compose is None:
+        return [path]
+    if isinstance(compose, str):
+        compose = [compose]
+    files: list[Path] = []
+    for entry in compose:
+        fragment = path.parent / entry
+        if not fragment.is_file():
+            raise FileNotFoundError(
+                f"{path} composes {entry!r}, but {fragment.resolve()} does not exist; compose "
+                "paths are relative to the config that names them"
+            )
+        files += composed_files(fragment, (*chain, path))
+    return [*files, path]
+
+
+def expand_compose(args: list[str]) -> list[str]:
+    """Replace each ``-c FILE`` / ``--config FILE`` / ``--config=FILE`` whose YAML has a
+    ``compose`` list by one ``-c`` per fragment (recursively) followed by ``-c FILE``."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg, value = args[i], None
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        if Path(value).is_file():
+            for path in composed_files(value):
+                out += ["-c", str(path)]
+        else:  # a YAML string, or a missing file jsonargparse will report
+            out += ["-c", value]
+    return out
+
+
 class LebmCLI(LightningCLI):
     """LightningCLI with lebm's links, defaults and output summary."""
 
     def before_instantiate_classes(self) -> None:
         """Group W&B runs by model and tag them with the dataset (and TI power) if unset."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        config["compose"] = None  # already expanded; the saved config.yaml stands alone
         loggers = config.trainer.get("logger")
         loggers = loggers if isinstance(loggers, list) else [loggers]
         model, data = _class_name(config, "model"), _class_name(config, "data")
@@ -72,6 +128,13 @@ class LebmCLI(LightningCLI):
             args["tags"] = tags
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--compose",
+            type=list[str] | None,
+            default=None,
+            help="Config fragments this config builds on (read by lebm before parsing; "
+            "paths relative to the config file).",
+        )
         parser.link_arguments(
             "data.data_shape", "model.init_args.data_shape", apply_on="instantiate"
         )
@@ -148,6 +211,7 @@ class LebmCLI(LightningCLI):
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> LebmCLI:
     """Build (and by default run) the CLI; ``args`` lets tests and scripts call it in-process."""
+    args = expand_compose(sys.argv[1:] if args is None else list(args))
     return LebmCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -171,16 +171,17 @@ class NoiseSchedule:
         return cls(betas)
 
     @classmethod
-    def from_name(cls, name: ScheduleName, num_steps: int = 1000) -> NoiseSchedule:
-        """``linear`` (rescaled, Ho et al.'s ends) or ``cosine`` with their default settings.
+    def from_name(cls, name: ScheduleName, num_steps: int = 1000, **kwargs) -> NoiseSchedule:
+        """``linear`` (rescaled, Ho et al.'s ends) or ``cosine``; ``kwargs`` go to
+        :meth:`linear` (``beta_start``, ``beta_end``, ``rescale``) or :meth:`cosine`.
 
         Raises:
             ValueError: an unknown name.
         """
         if name == "linear":
-            return cls.linear(num_steps)
+            return cls.linear(num_steps, **kwargs)
         if name == "cosine":
-            return cls.cosine(num_steps)
+            return cls.cosine(num_steps, **kwargs)
         raise ValueError(f"unknown noise schedule {name!r}; choose 'linear' or 'cosine'")
 
     # ----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lebm.samplers import langevin
+from lebm.samplers import Sampler
 
 ChainInit = Literal["independent", "annealed"]
 
@@ -102,22 +102,22 @@ def sample_power_posteriors(
     x: Tensor,
     latent_shape: Sequence[int],
     ladder: TemperatureLadder,
-    n_steps: int,
-    step_size: float | Tensor,
+    sampler: Sampler,
     *,
+    step_sizes: Tensor | None = None,
+    n_steps: int | None = None,
     init: ChainInit = "independent",
     num_chains: int = 1,
-    mh: bool = False,
     init_scale: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> PowerPosteriorSamples:
     """Sample ``p_t(z | x_b)`` for every temperature t and data point x_b.
 
     ``independent``: all N_t x K x B chains start from N(0, init_scale^2 I) and run ``n_steps``
-    in **one** sampler call (one tensor of N_t K B chains; no loop over temperatures).
-    ``annealed``: temperature i starts from the final states of temperature i - 1 (t_0 from
-    N(0, init_scale^2 I)) and runs ``n_steps`` steps; the ladder is walked in order, so this
-    is N_t sampler calls of K B chains each.
+    in **one** sampler call (one tensor of N_t K B chains, each with its temperature's step
+    size; no loop over temperatures). ``annealed``: temperature i starts from the final states
+    of temperature i - 1 (t_0 from N(0, init_scale^2 I)) and runs ``n_steps`` steps; the ladder
+    is walked in order, so this is N_t sampler calls of K B chains each.
 
     Args:
         log_prior: ``log p(z)`` up to a constant: (M, *latent) -> (M,).
@@ -125,11 +125,12 @@ def sample_power_posteriors(
         x: data, shape (B, *data).
         latent_shape: shape of one latent.
         ladder: temperatures.
-        n_steps: Langevin steps per chain (per temperature when annealed).
-        step_size: a float, or a tensor of shape (N_t,) with one step size per temperature.
+        sampler: the sampler object (:mod:`lebm.samplers`: Langevin, MALA, HMC, ...); it must
+            accept a per-chain step-size tensor.
+        step_sizes: one step size per temperature, shape (N_t,); None: the sampler's own.
+        n_steps: steps per chain (per temperature when annealed); None: the sampler's own.
         init: ``"independent"`` or ``"annealed"``.
         num_chains: K chains per (temperature, data point).
-        mh: Metropolis-adjust the chains (MALA).
         init_scale: standard deviation of the initial Gaussian.
         generator: optional torch.Generator.
 
@@ -143,7 +144,11 @@ def sample_power_posteriors(
     n_t, batch = len(ladder), len(x)
     latent_shape = tuple(latent_shape)
     t = ladder.t.to(device=x.device, dtype=x.dtype)
-    s = torch.as_tensor(step_size, device=x.device, dtype=x.dtype).expand(n_t)
+    step = sampler.step_size if step_sizes is None else step_sizes
+    s = torch.as_tensor(step, device=x.device, dtype=x.dtype).expand(n_t)
+
+    def run(log_prob, z0: Tensor, step_size: Tensor):
+        return sampler(log_prob, z0, generator=generator, step_size=step_size, n_steps=n_steps)
 
     def target(x_rep: Tensor, t_rep: Tensor):
         def log_prob(z: Tensor) -> Tensor:
@@ -161,14 +166,7 @@ def sample_power_posteriors(
         x_all = x_kb.repeat(n_t, *([1] * (x.ndim - 1)))
         t_all = t.repeat_interleave(per_temperature)
         s_all = s.repeat_interleave(per_temperature)
-        result = langevin(
-            target(x_all, t_all),
-            start(n_t * per_temperature),
-            n_steps,
-            s_all,
-            mh=mh,
-            generator=generator,
-        )
+        result = run(target(x_all, t_all), start(n_t * per_temperature), s_all)
         z = result.sample
         acceptance = None if result.acceptance_rate is None else result.acceptance_rate.mean()
         grad_norm = result.grad_norm.mean()
@@ -177,7 +175,7 @@ def sample_power_posteriors(
         z_i = start(per_temperature)
         for i in range(n_t):
             t_i = t[i].expand(per_temperature)
-            r = langevin(target(x_kb, t_i), z_i, n_steps, s[i], mh=mh, generator=generator)
+            r = run(target(x_kb, t_i), z_i, s[i].expand(per_temperature))
             z_i = r.sample
             states.append(z_i)
             norms.append(r.grad_norm.mean())
@@ -209,18 +207,17 @@ def thermodynamic_log_evidence(
     x: Tensor,
     latent_shape: Sequence[int],
     ladder: TemperatureLadder,
-    n_steps: int,
-    step_size: float | Tensor,
+    sampler: Sampler,
     **kwargs,
 ) -> Tensor:
     """TI estimate of ``log p(x_b)`` for each data point, shape (B,).
 
     ``log_prior`` may be unnormalised (an EBM prior): the power posteriors, and so the
     estimate, do not depend on its normaliser. Keyword arguments go to
-    :func:`sample_power_posteriors` (``init``, ``num_chains``, ``mh``, ``generator``, ...).
+    :func:`sample_power_posteriors` (``init``, ``num_chains``, ``step_sizes``, ``generator``, ...).
     Works for any latent model given its (log prior, log likelihood) pair.
     """
     samples = sample_power_posteriors(
-        log_prior, log_likelihood, x, latent_shape, ladder, n_steps, step_size, **kwargs
+        log_prior, log_likelihood, x, latent_shape, ladder, sampler, **kwargs
     )
     return ladder.integrate(expected_log_likelihoods(samples))

@@ -17,9 +17,25 @@ FAST = [
     "--trainer.enable_progress_bar=false",
     "--trainer.log_every_n_steps=1",
     "--trainer.enable_model_summary=false",
-    "--model.init_args.prior_steps=5",
-    "--model.init_args.posterior_steps=5",
+    "--model.init_args.prior_sampler.n_steps=5",
+    "--model.init_args.posterior_sampler.n_steps=5",
 ]
+
+
+def tiny_latent_ebm_args(hidden: int = 16, steps: int = 5) -> dict:
+    """LatentEBM / ThermoLatentEBM arguments for fast tests: narrow MLPs, short Langevin chains
+    (Pang's step sizes)."""
+    from functools import partial
+
+    from lebm.nets import EnergyMLP, GeneratorMLP
+    from lebm.samplers import Langevin
+
+    return dict(
+        energy=partial(EnergyMLP, hidden=hidden),
+        generator=partial(GeneratorMLP, hidden=hidden),
+        prior_sampler=Langevin(steps, 0.08),
+        posterior_sampler=Langevin(steps, 0.005),
+    )
 
 
 @pytest.fixture

@@ -92,15 +92,22 @@ def test_print_config_shows_the_full_experiment(run_cli, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lebm.models.LatentEBM"
     assert printed["data"]["class_path"] == "datamodules.MoonsDataModule"
-    assert printed["model"]["init_args"]["posterior_steps"] == 20
+    init_args = printed["model"]["init_args"]
+    assert init_args["posterior_sampler"] == {
+        "class_path": "lebm.samplers.Langevin",
+        "init_args": {"n_steps": 20, "step_size": 0.005},
+    }
+    assert init_args["generator"]["class_path"] == "lebm.nets.GeneratorMLP"
+    assert init_args["generator"]["init_args"]["hidden"] == 128  # every network argument shows
 
 
 @pytest.mark.parametrize(
     ("arg", "message"),
     [
         ("--model.init_args.no_such_option=1", "no_such_option"),
-        ("--model.init_args.posterior_steps=many", "posterior_steps"),
-        ("--model.init_args.sampler=hmc", "sampler"),
+        ("--model.init_args.posterior_sampler.n_steps=many", "n_steps"),
+        ("--model.init_args.posterior_sampler=lebm.samplers.NoSuchSampler", "NoSuchSampler"),
+        ("--model.init_args.generator.no_such_width=3", "no_such_width"),
     ],
 )
 def test_bad_arguments_fail_with_a_message(run_cli, capsys, arg, message):

@@ -1,4 +1,4 @@
-"""Every experiment config under configs/ builds and trains two steps on CPU.
+"""Every experiment config under configs/ builds and trains two steps on CPU; fragments compose.
 
 Image sets that are not on this machine get tiny fake files in their real formats
 (``tests/fake_datasets.py``); chains, diffusion steps, batch sizes and callback sample counts
@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from callbacks import FIDCallback, GradientVariance, SamplePlotter
+from lebm.features import InceptionFeatures
 from tests.conftest import CONFIGS
 from tests.fake_datasets import (
     stub_integrity_checks,
@@ -22,7 +23,10 @@ from tests.fake_datasets import (
     write_fake_svhn,
 )
 
-EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "logger")
+# configs/<model>/<data>.yaml are experiments; these folders hold the fragments they compose
+FRAGMENT_DIRS = {"callbacks", "data", "logger", "models", "nets", "trainer"}
+EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS)
+FRAGMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name in FRAGMENT_DIRS)
 
 FAKE_DATA = {
     "MNISTDataModule": lambda root: write_fake_mnist(root, n_train=40, n_test=8),
@@ -35,15 +39,28 @@ FAKE_DATA = {
 }
 
 SHORT_CHAINS = {
-    "LatentEBM": ["prior_steps=2", "posterior_steps=2"],
-    "ThermoLatentEBM": ["prior_steps=2", "posterior_steps=2", "num_temperatures=3"],
+    "LatentEBM": ["prior_sampler.n_steps=2", "posterior_sampler.n_steps=2"],
+    "ThermoLatentEBM": [
+        "prior_sampler.n_steps=2",
+        "posterior_sampler.n_steps=2",
+        "num_temperatures=3",
+    ],
     "DDPM": ["num_timesteps=25"],  # the rescaled linear schedule needs T > 20
     "NCSN": ["steps_per_level=2"],
 }
 
 
-def _short_name(class_path: str) -> str:
-    return class_path.rsplit(".", 1)[-1]
+def _class_name(config, key: str) -> str:
+    """Short class name of ``key`` (model / data) in a config and the fragments it composes."""
+    from lebm.cli import composed_files
+
+    names = []
+    for path in composed_files(config):
+        node = (yaml.safe_load(path.read_text()) or {}).get(key) or {}
+        if isinstance(node, dict) and "class_path" in node:
+            names.append(node["class_path"].rsplit(".", 1)[-1])
+    assert names, f"{config} names no {key} class_path, not even in its fragments"
+    return names[-1]
 
 
 def test_every_model_and_image_set_has_configs():
@@ -59,9 +76,7 @@ def test_every_model_and_image_set_has_configs():
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_config_trains_two_steps_on_cpu(config, run_cli, tmp_path, monkeypatch):
-    spec = yaml.safe_load(config.read_text())
-    model_name = _short_name(spec["model"]["class_path"])
-    data_name = _short_name(spec["data"]["class_path"])
+    model_name, data_name = _class_name(config, "model"), _class_name(config, "data")
     args = [
         "-c",
         str(config),
@@ -87,7 +102,7 @@ def test_config_trains_two_steps_on_cpu(config, run_cli, tmp_path, monkeypatch):
     callbacks = []
     for cb in trainer.callbacks:  # keep every observer, with small sample counts
         if isinstance(cb, FIDCallback):
-            if cb.features == "inception":
+            if isinstance(cb.features, InceptionFeatures):
                 continue
             cb = FIDCallback(features=cb.features, num_samples=8, kid_subset_size=4)
         elif isinstance(cb, SamplePlotter):
@@ -109,3 +124,25 @@ def test_config_trains_two_steps_on_cpu(config, run_cli, tmp_path, monkeypatch):
     assert (tmp_path / "version_0" / "samples.png").exists()
     if any(isinstance(cb, FIDCallback) for cb in callbacks):
         assert math.isfinite(float(metrics["val/fid"]))
+
+
+def test_every_fragment_is_used():
+    """Each fragment is composed by some config, named as a nested file, or documented as an
+    add-on (-c) in configs/README.md."""
+    texts = " ".join(p.read_text() for p in CONFIGS.rglob("*.yaml"))
+    texts += (CONFIGS / "README.md").read_text()
+    for fragment in FRAGMENTS:
+        name = f"{fragment.parent.name}/{fragment.name}"
+        assert name in texts, f"{name} is used nowhere"
+
+
+def test_ti_configs_differ_from_vanilla_only_in_the_posterior(run_cli):
+    """A TI config composes its vanilla config: same model arguments, data and schedule."""
+    for data in ("moons", "digits", "svhn"):
+        vanilla = run_cli(["-c", str(CONFIGS / "latent_ebm" / f"{data}.yaml")], run=False)
+        ti = run_cli(["-c", str(CONFIGS / "latent_ebm_ti" / f"{data}.yaml")], run=False)
+        assert type(ti.model).__name__ == "ThermoLatentEBM" and len(ti.model.ladder) == 10
+        shared = {k: v for k, v in vanilla.model.hparams.items() if not k.startswith("_")}
+        assert {k: ti.model.hparams[k] for k in shared} == shared, data
+        assert type(ti.datamodule) is type(vanilla.datamodule)
+        assert ti.trainer.max_epochs == vanilla.trainer.max_epochs

@@ -12,7 +12,7 @@ from callbacks import GradientVariance
 from datamodules import MoonsDataModule
 from lebm.grad_stats import mcmc_gradient_stats, per_sample_gradient_stats
 from lebm.models import LatentEBM, ThermoLatentEBM
-from tests.conftest import quiet_trainer
+from tests.conftest import quiet_trainer, tiny_latent_ebm_args
 
 
 class LinearRegression(nn.Module):
@@ -83,9 +83,7 @@ def test_mcmc_redraw_variance_matches_closed_form():
 
 @pytest.mark.parametrize("model_cls", [LatentEBM, ThermoLatentEBM])
 def test_latent_ebm_groups_and_parameter_grads_untouched(model_cls):
-    model = model_cls(
-        data_shape=(2,), prior_steps=3, posterior_steps=3, energy_hidden=8, generator_hidden=8
-    )
+    model = model_cls(data_shape=(2,), **tiny_latent_ebm_args(hidden=8, steps=3))
     x = torch.randn(8, 2)
     g = torch.Generator().manual_seed(0)
     for stats in (per_sample_gradient_stats(model, x, g), mcmc_gradient_stats(model, x, 3, g)):
@@ -98,9 +96,7 @@ def test_latent_ebm_groups_and_parameter_grads_untouched(model_cls):
 def test_callback_logs_every_n_steps_without_changing_training(tmp_path):
     def run(with_callback):
         L.seed_everything(0)
-        model = LatentEBM(
-            data_shape=(2,), prior_steps=3, posterior_steps=3, energy_hidden=8, generator_hidden=8
-        )
+        model = LatentEBM(data_shape=(2,), **tiny_latent_ebm_args(hidden=8, steps=3))
         callbacks = (
             [GradientVariance(every_n_steps=2, probe_size=8, num_redraws=3)]
             if with_callback
@@ -150,9 +146,7 @@ def test_bad_arguments_and_models():
 
 @pytest.mark.slow
 def test_callback_under_ddp_spawn(tmp_path):
-    model = LatentEBM(
-        data_shape=(2,), prior_steps=3, posterior_steps=3, energy_hidden=8, generator_hidden=8
-    )
+    model = LatentEBM(data_shape=(2,), **tiny_latent_ebm_args(hidden=8, steps=3))
     trainer = quiet_trainer(
         tmp_path,
         max_epochs=1,

@@ -10,18 +10,16 @@ from datamodules import MoonsDataModule
 from lebm.losses import gaussian_log_likelihood
 from lebm.metrics import BANDWIDTH_FACTORS, median_pairwise_distance, mmd_rbf
 from lebm.models import LatentEBM
-from tests.conftest import quiet_trainer
+from lebm.samplers import HMC, MALA, Langevin
+from tests.conftest import quiet_trainer, tiny_latent_ebm_args
 
-SMALL = dict(energy_hidden=16, generator_hidden=16, prior_steps=5, posterior_steps=5)
+SMALL = tiny_latent_ebm_args()
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"likelihood_sigma": 0.0}, "likelihood_sigma must be > 0"),
-        ({"prior_step_size": -1.0}, "prior_step_size must be > 0"),
-        ({"posterior_steps": -2}, "posterior_steps must be >= 0"),
-        ({"sampler": "hmc"}, "sampler must be 'langevin' or 'mala'"),
         ({"betas": (0.5, 1.0)}, "betas must be two numbers in"),
         ({"lr_decay": 1.5}, r"lr_decay \(ExponentialLR gamma\) must be in \(0, 1\]"),
         ({"grad_clip": 0.0}, "grad_clip must be > 0 or None"),
@@ -32,6 +30,14 @@ SMALL = dict(energy_hidden=16, generator_hidden=16, prior_steps=5, posterior_ste
 def test_bad_hyperparameters_name_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LatentEBM(**kwargs)
+    with pytest.raises(TypeError, match=r"prior_sampler must be an instance of lebm.samplers"):
+        LatentEBM(prior_sampler="langevin")
+    with pytest.raises(TypeError, match="generator must be a network class"):
+        LatentEBM(generator=3)
+    with pytest.raises(ValueError, match="Langevin: step_size must be > 0, got -1"):
+        Langevin(5, -1.0)
+    with pytest.raises(ValueError, match="MALA: n_steps must be an int >= 0, got -2"):
+        MALA(-2, 0.1)
 
 
 def test_densities_and_shapes():
@@ -67,9 +73,10 @@ def test_gaussian_log_likelihood_constant():
     )
 
 
-@pytest.mark.parametrize("sampler", ["langevin", "mala"])
+@pytest.mark.parametrize("sampler", [Langevin, MALA, HMC])
 def test_training_steps_update_both_networks_and_log(sampler, tmp_path):
-    model = LatentEBM(data_shape=(2,), sampler=sampler, grad_clip=1.0, lr_decay=0.9, **SMALL)
+    args = SMALL | dict(prior_sampler=sampler(5, 0.1), posterior_sampler=sampler(5, 0.01))
+    model = LatentEBM(data_shape=(2,), grad_clip=1.0, lr_decay=0.9, **args)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = MoonsDataModule(num_samples=200, batch_size=32)
     trainer = quiet_trainer(
@@ -94,7 +101,7 @@ def test_training_steps_update_both_networks_and_log(sampler, tmp_path):
     ]:
         assert f"train/{key}" in logged
     assert {"val/mmd", "val/swd", "val/mse"} <= logged
-    assert ("train/posterior_acceptance_rate" in logged) == (sampler == "mala")
+    assert ("train/posterior_acceptance_rate" in logged) == (sampler is not Langevin)
     # lr_decay is applied once per epoch to both optimizers
     for opt, lr in zip(trainer.optimizers, (2e-5, 1e-4), strict=True):
         assert math.isclose(opt.param_groups[0]["lr"], 0.9 * lr, rel_tol=1e-6)
@@ -113,8 +120,7 @@ def test_learns_moons_beyond_a_gaussian_fit(tmp_path):
         data_shape=(2,),
         latent_dim=2,
         likelihood_sigma=0.1,
-        prior_steps=100,
-        prior_step_size=0.05,
+        prior_sampler=Langevin(100, 0.05),
         energy_lr=5e-4,
         generator_lr=5e-4,
         lr_decay=0.85,

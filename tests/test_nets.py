@@ -42,7 +42,7 @@ def _grads_reach_every_parameter(module: nn.Module, out: torch.Tensor) -> None:
 
 # --------------------------------------------------------------------------- DCGAN generator
 def test_pang_svhn_generator_exact_layers_and_parameter_count():
-    g = DCGANGenerator(latent_dim=100, channels=3, image_size=32, base_width=64)
+    g = DCGANGenerator(latent_dim=100, data_shape=(3, 32, 32), base_width=64)
     layers = list(g.net)
     convs = [
         (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding) for m in layers[::2]
@@ -65,40 +65,40 @@ def test_pang_svhn_generator_exact_layers_and_parameter_count():
 
 @pytest.mark.parametrize("image_size", SIZES)
 def test_generator_and_encoder_shapes(image_size):
-    g = DCGANGenerator(latent_dim=6, channels=2, image_size=image_size, base_width=4)
+    g = DCGANGenerator(latent_dim=6, data_shape=(2, image_size, image_size), base_width=4)
     x = g(torch.randn(3, 6, generator=_gen()))
     assert x.shape == (3, 2, image_size, image_size) == (3, *g.data_shape)
-    enc = ConvEncoder(channels=2, image_size=image_size, out_features=10, base_width=4)
+    enc = ConvEncoder((2, image_size, image_size), out_features=10, base_width=4)
     assert enc(x).shape == (3, 10)
-    assert ConvEnergy(channels=2, image_size=image_size, base_width=4)(x).shape == (3,)
+    assert ConvEnergy((2, image_size, image_size), base_width=4)(x).shape == (3,)
 
 
 def test_generator_width_schedules():
     def hidden_widths(g):
         return [m.out_channels for m in g.net if isinstance(m, nn.ConvTranspose2d)]
 
-    assert hidden_widths(DCGANGenerator(8, 3, 64, base_width=64)) == [512, 256, 128, 64, 3]
-    assert hidden_widths(DCGANGenerator(8, 1, 16, base_width=8)) == [64, 32, 1]
-    assert hidden_widths(DCGANGenerator(8, 1, 8, base_width=8)) == [64, 1]
-    g28 = DCGANGenerator(8, 1, 28, base_width=8)
+    assert hidden_widths(DCGANGenerator(8, (3, 64, 64), base_width=64)) == [512, 256, 128, 64, 3]
+    assert hidden_widths(DCGANGenerator(8, (1, 16, 16), base_width=8)) == [64, 32, 1]
+    assert hidden_widths(DCGANGenerator(8, (1, 8, 8), base_width=8)) == [64, 1]
+    g28 = DCGANGenerator(8, (1, 28, 28), base_width=8)
     assert hidden_widths(g28) == [64, 32, 1]
     assert g28.net[0].kernel_size == (7, 7)
-    enc = ConvEncoder(3, 64, out_features=1, base_width=64)
+    enc = ConvEncoder((3, 64, 64), out_features=1, base_width=64)
     widths = [m.out_channels for m in enc.net if isinstance(m, nn.Conv2d)]
     assert widths == [64, 128, 256, 512, 1]
 
 
 def test_generator_output_is_tanh_bounded():
-    g = DCGANGenerator(latent_dim=4, channels=1, image_size=16, base_width=4)
+    g = DCGANGenerator(latent_dim=4, data_shape=(1, 16, 16), base_width=4)
     x = g(100.0 * torch.randn(16, 4, generator=_gen()))
     assert x.abs().max() <= 1.0
     assert x.abs().max() > 0.9  # saturates for large z: the output really goes through tanh
 
 
 def test_batch_norm_variants():
-    g = DCGANGenerator(4, 1, 16, base_width=4, batch_norm=True)
+    g = DCGANGenerator(4, (1, 16, 16), base_width=4, batch_norm=True)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 2
-    enc = ConvEncoder(1, 16, out_features=3, base_width=4, batch_norm=True)
+    enc = ConvEncoder((1, 16, 16), out_features=3, base_width=4, batch_norm=True)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in enc.modules()) == 1  # not after the first
     assert enc(g(torch.randn(5, 4))).shape == (5, 3)
 
@@ -107,19 +107,19 @@ def test_conv_errors_name_argument_value_and_choices():
     with pytest.raises(
         ValueError, match=r"image_size must be one of \(8, 16, 28, 32, 64\), got 24"
     ):
-        DCGANGenerator(10, image_size=24)
+        DCGANGenerator(10, (3, 24, 24))
     with pytest.raises(ValueError, match="image_size must be one of"):
-        ConvEncoder(image_size=48)
+        ConvEncoder((3, 48, 48))
     with pytest.raises(ValueError, match="latent_dim must be >= 1, got 0"):
-        DCGANGenerator(0)
+        DCGANGenerator(0, (3, 32, 32))
     with pytest.raises(ValueError, match="base_width must be >= 1"):
-        DCGANGenerator(10, base_width=0)
+        DCGANGenerator(10, (3, 32, 32), base_width=0)
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
-        DCGANGenerator(10, activation="swish")
+        DCGANGenerator(10, (3, 32, 32), activation="swish")
     with pytest.raises(ValueError, match=r"expects z of shape \(B, 10\)"):
-        DCGANGenerator(10, image_size=8, base_width=2)(torch.randn(2, 11))
+        DCGANGenerator(10, (3, 8, 8), base_width=2)(torch.randn(2, 11))
     with pytest.raises(ValueError, match=r"expects input of shape \(B, 3, 16, 16\)"):
-        ConvEncoder(3, 16, base_width=2)(torch.randn(2, 3, 32, 32))
+        ConvEncoder((3, 16, 16), base_width=2)(torch.randn(2, 3, 32, 32))
 
 
 # --------------------------------------------------------------------------- embedding
@@ -151,7 +151,7 @@ def test_sinusoidal_embedding_finite_bounded_and_distinguishes_nearby_values():
 # --------------------------------------------------------------------------- conditional MLP
 def test_conditional_mlp_shapes_t_dependence_and_gradients(one_thread):
     torch.manual_seed(0)
-    net = ConditionalMLP(data_dim=2)
+    net = ConditionalMLP(data_shape=(2,))
     x = torch.randn(8, 2)
     out = net(x, torch.full((8,), 10.0))
     assert out.shape == (8, 2)
@@ -160,7 +160,7 @@ def test_conditional_mlp_shapes_t_dependence_and_gradients(one_thread):
     assert torch.equal(out, net(x, 10.0))  # a scalar t is broadcast over the batch
     _grads_reach_every_parameter(net, out)
 
-    shaped = ConditionalMLP(data_dim=12, hidden=16, depth=1)
+    shaped = ConditionalMLP(data_shape=(3, 4), hidden=16, depth=1)
     y = shaped(torch.randn(4, 3, 2, 2), torch.rand(4))
     assert y.shape == (4, 3, 2, 2)
     with pytest.raises(ValueError, match=r"data_dim=12\) got input of shape \(4, 13\)"):
@@ -191,7 +191,7 @@ def test_conditional_mlp_fits_a_time_dependent_target(to_condition, one_thread):
         ],
         dim=1,
     )
-    net = ConditionalMLP(data_dim=2, hidden=64, depth=3)
+    net = ConditionalMLP(data_shape=2, hidden=64, depth=3)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     t = to_condition(u)
 
@@ -214,18 +214,20 @@ def test_conditional_mlp_fits_a_time_dependent_target(to_condition, one_thread):
     [(8, (1, 2, 2)), (16, (1, 2, 2)), (28, (1, 2, 2)), (32, (1, 2, 2, 2)), (64, (1, 2, 2, 2))],
 )
 def test_unet_shapes(image_size, mults):
-    net = UNet(channels=3, base_channels=8, channel_mults=mults, groups=4)
+    net = UNet((3, image_size, image_size), base_channels=8, channel_mults=mults, groups=4)
     x = torch.randn(2, 3, image_size, image_size)
     assert net(x, torch.tensor([0.0, 999.0])).shape == x.shape
 
 
 def test_unet_default_sizes_and_parameter_counts():
-    net = UNet()  # channels 1, base 32, mults (1, 2, 2)
+    net = UNet((1, 16, 16))  # base 32, mults (1, 2, 2)
     params = sum(p.numel() for p in net.parameters())
     assert params == 1_045_729
-    small = UNet(channel_mults=(1, 2))
+    small = UNet((1, 16, 16), channel_mults=(1, 2))
     assert sum(p.numel() for p in small.parameters()) == 634_273  # the 16x16 digits size
-    for size in (16, 32):
+    for size in (16, 32):  # parameter counts do not depend on the image size
+        net = UNet((1, size, size))
+        assert sum(p.numel() for p in net.parameters()) == 1_045_729
         with torch.no_grad():
             assert net(torch.randn(1, 1, size, size), 5.0).shape == (1, 1, size, size)
 
@@ -233,11 +235,10 @@ def test_unet_default_sizes_and_parameter_counts():
 def test_unet_depends_on_t_and_gradients_reach_every_parameter():
     torch.manual_seed(0)
     net = UNet(
-        channels=1,
+        data_shape=(1, 8, 8),
         base_channels=8,
         channel_mults=(1, 2),
         attention_resolutions=(4,),
-        image_size=8,
         groups=4,
         attention_heads=2,
         dropout=0.1,
@@ -258,20 +259,22 @@ def test_unet_errors_are_clear():
     with pytest.raises(
         ValueError, match=r"halves the resolution 2 times, .*divisible by 4; got 18x18"
     ):
-        UNet(channel_mults=(1, 2, 2))(torch.randn(1, 1, 18, 18), 0.0)
+        UNet((1, 16, 16), channel_mults=(1, 2, 2))(torch.randn(1, 1, 18, 18), 0.0)
     with pytest.raises(ValueError, match=r"image_size=28 must be divisible .* = 8"):
-        UNet(channel_mults=(1, 2, 2, 2), image_size=28)
+        UNet((1, 28, 28), channel_mults=(1, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"UNet needs images, data_shape \(C, H, W\), got \(2,\)"):
+        UNet((2,))
     with pytest.raises(ValueError, match=r"groups=8 must divide every level width .*\[12, 24\]"):
-        UNet(base_channels=12, channel_mults=(1, 2))
-    with pytest.raises(ValueError, match="pass image_size"):
-        UNet(attention_resolutions=(8,))
+        UNet((1, 16, 16), base_channels=12, channel_mults=(1, 2))
+    with pytest.raises(ValueError, match="pass image_size"):  # non-square: no pixel levels
+        UNet((1, 16, 32), attention_resolutions=(8,))
     with pytest.raises(
         ValueError, match=r"attention_resolutions \[5\] match no level.*\[16, 8, 4\]"
     ):
-        UNet(attention_resolutions=(5,), image_size=16)
+        UNet((1, 16, 16), attention_resolutions=(5,))
     with pytest.raises(ValueError, match=r"expects input of shape \(B, 1, H, W\)"):
-        UNet()(torch.randn(1, 3, 16, 16), 0.0)
-    with pytest.raises(ValueError, match="UNet\\(image_size=16\\) got a 32x32 input"):
-        UNet(image_size=16)(torch.randn(1, 1, 32, 32), 0.0)
+        UNet((1, 16, 16))(torch.randn(1, 3, 16, 16), 0.0)
+    with pytest.raises(ValueError, match=r"built for 16x16 images got a 32x32 input"):
+        UNet((1, 16, 16))(torch.randn(1, 1, 32, 32), 0.0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
-        UNet(dropout=1.0)
+        UNet((1, 16, 16), dropout=1.0)

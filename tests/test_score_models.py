@@ -7,6 +7,7 @@ test_score_matching.py; here the models are checked to wire it up correctly and 
 
 import csv
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from lebm.nets import ConditionalMLP, UNet
 from tests.conftest import quiet_trainer
 
 TINY_NCSN = dict(steps_per_level=5, num_levels=4, sigma_max=2.0)
+TINY_UNET = partial(UNet, base_channels=8, channel_mults=(1, 2), groups=4)
 
 
 def test_ddpm_loss_is_per_sample_noise_regression():
@@ -45,12 +47,12 @@ def test_ddpm_loss_is_per_sample_noise_regression():
 def test_ddpm_and_ncsn_build_the_right_network_and_sample_shapes():
     assert isinstance(DDPM().net, ConditionalMLP) and isinstance(NCSN().net, ConditionalMLP)
     for cls, extra in ((DDPM, dict(num_timesteps=30)), (NCSN, TINY_NCSN)):
-        model = cls(data_shape=(1, 8, 8), network="unet", channel_mults=(1, 2), **extra)
+        model = cls(data_shape=(1, 8, 8), net=TINY_UNET, **extra)
         assert isinstance(model.net, UNet)
         images = model.sample(3, generator=torch.Generator().manual_seed(0))
         assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
         assert model.per_sample_loss(torch.zeros(2, 1, 8, 8)).shape == (2,)
-    clipped = DDPM(data_shape=(1, 8, 8), network="unet", num_timesteps=30, clip_x0=1.0)
+    clipped = DDPM(data_shape=(1, 8, 8), net=TINY_UNET, num_timesteps=30, clip_x0=1.0)
     assert clipped.sample(4).abs().max() <= 1.0
 
 
@@ -99,11 +101,11 @@ def test_ncsn_energy_score_is_minus_the_energy_gradient():
     "cls,kwargs,message",
     [
         (DDPM, dict(variance="medium"), "variance must be 'large' or 'small'"),
-        (DDPM, dict(schedule="quadratic"), "schedule must be 'linear' or 'cosine'"),
+        (DDPM, dict(schedule="quadratic"), "unknown noise schedule 'quadratic'; choose 'linear'"),
         (DDPM, dict(clip_x0=0.0), "clip_x0 must be > 0"),
         (DDPM, dict(lr=0.0), "lr must be > 0"),
         (DDPM, dict(ema_decay=1.0), "ema_decay must be in"),
-        (DDPM, dict(network="unet"), "network='unet' needs images"),
+        (DDPM, dict(net=UNet), r"UNet needs images, data_shape \(C, H, W\), got \(2,\)"),
         (NCSN, dict(objective="nce"), "objective must be"),
         (NCSN, dict(parameterization="logit"), "parameterization must be"),
         (NCSN, dict(steps_per_level=0), "steps_per_level must be >= 1"),
@@ -128,7 +130,7 @@ def test_gradient_variance_and_fid_callbacks_run_on_score_models(cls, extra, tmp
         logger=CSVLogger(tmp_path, name="run"),
         callbacks=[
             GradientVariance(every_n_steps=2, probe_size=8, num_redraws=3),
-            FIDCallback(features="flatten", num_samples=40, kid_subset_size=20),
+            FIDCallback(num_samples=40, kid_subset_size=20),
         ],
     )
     trainer.fit(model, datamodule=data)
@@ -143,7 +145,7 @@ def test_gradient_variance_and_fid_callbacks_run_on_score_models(cls, extra, tmp
 
 
 def test_digits_batches_train_a_unet_ddpm(tmp_path):
-    model = DDPM(data_shape=(1, 8, 8), network="unet", num_timesteps=30, channel_mults=(1, 2))
+    model = DDPM(data_shape=(1, 8, 8), net=partial(UNet, channel_mults=(1, 2)), num_timesteps=30)
     data = DigitsDataModule(batch_size=16)
     trainer = quiet_trainer(tmp_path, max_steps=3, limit_val_batches=1, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data)

@@ -8,8 +8,15 @@ import torch
 
 from datamodules import TwoModesDataModule
 from lebm.models import ThermoLatentEBM
-from lebm.thermo import TemperatureLadder, sample_power_posteriors, thermodynamic_log_evidence
-from tests.conftest import quiet_trainer
+from lebm.models.latent_ebm import Posterior
+from lebm.samplers import HMC, MALA, Langevin
+from lebm.thermo import (
+    PowerPosteriorSamples,
+    TemperatureLadder,
+    sample_power_posteriors,
+    thermodynamic_log_evidence,
+)
+from tests.conftest import quiet_trainer, tiny_latent_ebm_args
 
 # z ~ N(0, I_d), x | z ~ N(W z + b, sigma^2 I_D): log p(x) = log N(x; b, W W^T + sigma^2 I).
 D_LATENT, D_DATA, SIGMA = 2, 3, 0.5
@@ -40,11 +47,9 @@ def ti_error(n_t, power, init, steps, seed=1, chains=400):
         X,
         (D_LATENT,),
         TemperatureLadder(n_t, power),
-        steps,
-        0.01,
+        MALA(steps, 0.01),
         init=init,
         num_chains=chains,
-        mh=True,
         generator=g,
     )
     return (est - exact_log_evidence(X)).abs()
@@ -86,21 +91,20 @@ def test_ti_error_falls_as_the_ladder_grows():
     assert errors[2] < 0.3
 
 
-def test_all_temperatures_in_one_sampler_call(monkeypatch):
-    import lebm.thermo as thermo
-
+def test_all_temperatures_in_one_sampler_call():
     calls = []
-    real = thermo.langevin
 
-    def counting(log_prob, z0, *args, **kwargs):
-        calls.append(z0.shape)
-        return real(log_prob, z0, *args, **kwargs)
+    class CountingLangevin(Langevin):
+        def __call__(self, log_prob, z0, **kwargs):
+            calls.append((z0.shape, kwargs["step_size"].shape))
+            return super().__call__(log_prob, z0, **kwargs)
 
-    monkeypatch.setattr(thermo, "langevin", counting)
+    ladder = TemperatureLadder(7)
     samples = sample_power_posteriors(
-        log_prior, log_lik, X, (D_LATENT,), TemperatureLadder(7), 3, 0.01, num_chains=2
+        log_prior, log_lik, X, (D_LATENT,), ladder, CountingLangevin(3, 0.01), num_chains=2
     )
-    assert calls == [torch.Size([7 * 2 * len(X), D_LATENT])]
+    n = 7 * 2 * len(X)  # every chain in one call, each with its temperature's step size
+    assert calls == [(torch.Size([n, D_LATENT]), torch.Size([n]))]
     assert samples.z.shape == (7, 2, len(X), D_LATENT)
     assert samples.log_likelihood.shape == (7, 2, len(X))
 
@@ -111,7 +115,7 @@ def test_power_posterior_moments_match_closed_form():
     x = X[:1]
     g = torch.Generator().manual_seed(3)
     z = sample_power_posteriors(
-        log_prior, log_lik, x, (D_LATENT,), ladder, 400, 0.01, num_chains=4000, mh=True, generator=g
+        log_prior, log_lik, x, (D_LATENT,), ladder, MALA(400, 0.01), num_chains=4000, generator=g
     ).z
     for i, t in enumerate(ladder.t.tolist()):
         precision = torch.eye(D_LATENT) + t * W.T @ W / SIGMA**2
@@ -122,9 +126,7 @@ def test_power_posterior_moments_match_closed_form():
         assert torch.allclose(torch.cov(zi.T), cov, atol=0.05)
 
 
-SMALL = dict(
-    energy_hidden=16, generator_hidden=16, prior_steps=5, posterior_steps=5, num_temperatures=4
-)
+SMALL = tiny_latent_ebm_args() | dict(num_temperatures=4)
 
 
 def test_bad_ti_hyperparameters():
@@ -144,11 +146,13 @@ def test_tempered_generator_gradient_is_the_weighted_sum_over_temperatures():
     model = ThermoLatentEBM(data_shape=(2,), **SMALL)
     x = torch.randn(5, 2)
     z = torch.randn(4, 1, 5, 2)
-    loss = model._generator_loss(x, z)
+    ladder = PowerPosteriorSamples(z, torch.zeros(4, 1, 5), None, torch.zeros(()))
+    loss, mse = model.generator_loss(x, Posterior(z[-1, 0], ladder))
     expected = -sum(
         w * model.log_likelihood(x, z[i, 0]) for i, w in enumerate(model.ladder.weights.tolist())
     )
     assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(mse, (model.generator(z[-1, 0]) - x).pow(2).mean())  # t = 1 chains
 
 
 def test_exact_objective_recovers_the_exact_generator_gradient():
@@ -194,16 +198,17 @@ def test_exact_objective_recovers_the_exact_generator_gradient():
     [
         {},
         {"negatives": "ladder", "chain_init": "annealed", "steps_per_temperature": 3},
-        {"generator_objective": "exact", "num_chains": 2, "sampler": "mala"},
+        {"generator_objective": "exact", "num_chains": 2, "posterior_sampler": MALA(20, 0.005)},
+        {"posterior_sampler": HMC(5, 0.05, n_leapfrog=3)},
     ],
-    ids=["independent-prior", "annealed-ladder", "exact-mala"],
+    ids=["independent-prior", "annealed-ladder", "exact-mala", "hmc"],
 )
 def test_ebm_learns_in_ti_mode(kwargs, tmp_path):
     """The EBM's parameters move and its loss responds (the JAX seed froze the EBM in TI runs)."""
     L.seed_everything(0)
     # data far from what the untrained generator produces, so posterior latents differ
     # from prior ones and the EBM has something to learn
-    kwargs = {**SMALL, "posterior_steps": 20, **kwargs}
+    kwargs = {**SMALL, "posterior_sampler": Langevin(20, 0.005), **kwargs}
     model = ThermoLatentEBM(data_shape=(2,), energy_lr=1e-2, likelihood_sigma=0.1, **kwargs)
     before = [p.detach().clone() for p in model.energy.parameters()]
     data = TwoModesDataModule(num_samples=800, batch_size=32)

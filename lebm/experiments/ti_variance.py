@@ -44,14 +44,19 @@ class Run:
     seed: int
 
 
-# Shared by every run: the moons settings of configs/latent_ebm/moons.yaml.
+# Shared by every run: the moons settings of configs/latent_ebm/moons.yaml. The samplers are
+# given by class path, as in the config (the model builds them; torch is imported in workers).
 MODEL_ARGS = dict(
     latent_dim=2,
     likelihood_sigma=0.1,
-    prior_steps=100,
-    prior_step_size=0.05,
-    posterior_steps=20,
-    posterior_step_size=0.005,
+    prior_sampler={
+        "class_path": "lebm.samplers.Langevin",
+        "init_args": {"n_steps": 100, "step_size": 0.05},
+    },
+    posterior_sampler={
+        "class_path": "lebm.samplers.Langevin",
+        "init_args": {"n_steps": 20, "step_size": 0.005},
+    },
     energy_lr=5e-4,
     generator_lr=5e-4,
     lr_decay=0.85,
@@ -106,7 +111,7 @@ def train_one(
         enable_model_summary=False,
         callbacks=[
             variance,
-            FIDCallback(features="flatten", num_samples=1000),
+            FIDCallback(num_samples=1000),  # identity features (the default)
             SamplePlotter(every_n_epochs=epochs),
         ],
     )

@@ -1,4 +1,4 @@
-"""Train the digit classifier behind ``FIDCallback(features="digits")`` and write its weights.
+"""Train the digit classifier behind ``lebm.features.DigitFeatures`` and write its weights.
 
     python -m lebm.experiments.train_digit_classifier                 # writes the shipped file
     python -m lebm.experiments.train_digit_classifier --out /tmp/d.pt --epochs 20 --seed 1

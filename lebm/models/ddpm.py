@@ -23,22 +23,21 @@ class DDPM(ScoreModelBase):
     """DDPM with epsilon prediction; an MLP for low-dimensional data, a U-Net for images.
 
     Defaults suit 2-D toy data: T = 100 steps of the linear schedule rescaled by 1000 / T
-    (Ho et al.'s 1e-4 .. 0.02 at T = 1000, so ``abar_T`` stays near 0 for small T), an MLP
-    of width 128, Adam lr 1e-3, EMA 0.995.
+    (Ho et al.'s 1e-4 .. 0.02 at T = 1000, so ``abar_T`` stays near 0 for small T), a
+    conditional MLP of width 128, Adam lr 1e-3, EMA 0.995.
 
     Args:
         schedule: ``"linear"`` or ``"cosine"`` (Nichol and Dhariwal).
         num_timesteps: T.
-        beta_start: first beta of the linear schedule (before rescaling).
-        beta_end: last beta of the linear schedule (before rescaling).
-        rescale_schedule: multiply the linear betas by 1000 / T.
+        beta_start: first beta of the linear schedule (before rescaling; unused by cosine).
+        beta_end: last beta of the linear schedule (before rescaling; unused by cosine).
+        rescale_schedule: multiply the linear betas by 1000 / T (unused by cosine).
         variance: ancestral-sampling variance, ``"large"`` (beta_t) or ``"small"`` (beta_tilde_t).
         clip_x0: clamp the predicted x_0 to [-clip_x0, clip_x0] while sampling (1.0 for images
             in [-1, 1]); None for unbounded data.
-        **kwargs: ``data_shape``, the network (``network``, ``hidden``, ``depth``, ``embed_dim``,
-            ``base_channels``, ``channel_mults``, ``num_res_blocks``, ``attention_resolutions``,
-            ``dropout``) and optimisation (``lr``, ``weight_decay``, ``warmup_steps``,
-            ``ema_decay``) arguments of :class:`~lebm.models.score_base.ScoreModelBase`.
+        **kwargs: ``data_shape``, the network ``net`` (by class path) and optimisation
+            (``lr``, ``weight_decay``, ``warmup_steps``, ``ema_decay``) arguments of
+            :class:`~lebm.models.score_base.ScoreModelBase`.
     """
 
     def __init__(
@@ -58,14 +57,10 @@ class DDPM(ScoreModelBase):
             raise ValueError(f"DDPM: variance must be 'large' or 'small', got {variance!r}")
         if clip_x0 is not None and not clip_x0 > 0:
             raise ValueError(f"DDPM: clip_x0 must be > 0 or None, got {clip_x0}")
-        if schedule == "linear":
-            self.schedule = NoiseSchedule.linear(
-                num_timesteps, beta_start, beta_end, rescale=rescale_schedule
-            )
-        elif schedule == "cosine":
-            self.schedule = NoiseSchedule.cosine(num_timesteps)
-        else:
-            raise ValueError(f"DDPM: schedule must be 'linear' or 'cosine', got {schedule!r}")
+        linear = {"beta_start": beta_start, "beta_end": beta_end, "rescale": rescale_schedule}
+        self.schedule = NoiseSchedule.from_name(
+            schedule, num_timesteps, **(linear if schedule == "linear" else {})
+        )
 
     def _schedule(self) -> NoiseSchedule:
         """The schedule on the model's device (moved once, then cached)."""

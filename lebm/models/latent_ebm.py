@@ -7,56 +7,76 @@ Model::
 
 One training iteration (manual optimization, two Adam optimizers):
 
-1. negatives z- ~ p_alpha(z): short-run Langevin from N(0, sigma_0^2 I);
-2. positives z+ ~ p(z | x): short-run Langevin on log p_alpha(z) + log p(x | z), same start;
+1. positives z+ ~ p(z | x): ``posterior_sampler`` on log p_alpha(z) + log p(x | z);
+2. negatives z- ~ p_alpha(z): ``prior_sampler`` from N(0, sigma_0^2 I);
 3. EBM loss ``mean f(z-) - mean f(z+)``; generator loss ``-mean log p(x | z+)`` (z detached);
 4. one backward pass for both losses (their parameters are disjoint), then both optimizer steps.
+
+Variants override three hooks, not the iteration: :meth:`LatentEBM.posterior` (how z+ is
+drawn), :meth:`LatentEBM.negatives` (how z- is drawn) and :meth:`LatentEBM.generator_loss`
+(see :class:`~lebm.models.ThermoLatentEBM`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-import lightning as L
 import torch
+from jsonargparse import lazy_instance
 from torch import Tensor
 
+from lebm.components import EnergyFactory, GeneratorFactory, as_factory, as_instance
 from lebm.data import batch_data
 from lebm.losses import contrastive_energy_loss, gaussian_log_likelihood, gaussian_log_prior
-from lebm.metrics import SampleQuality
-from lebm.nets import Activation, DCGANGenerator, EnergyMLP, GeneratorMLP
-from lebm.samplers import SamplerResult, langevin
+from lebm.models.base import GenerativeModel
+from lebm.nets import EnergyMLP, GeneratorMLP
+from lebm.samplers import Langevin, Sampler, SamplerResult
 
-SamplerName = Literal["langevin", "mala"]
+# Pang et al.'s SVHN chains in lebm's convention (s = h^2 / 2). Signature defaults are jsonargparse
+# lazy instances: printed by --print_config as class_path + init_args, built afresh per model.
+PANG_PRIOR_SAMPLER = lazy_instance(Langevin, n_steps=60, step_size=0.08)
+PANG_POSTERIOR_SAMPLER = lazy_instance(Langevin, n_steps=20, step_size=0.005)
 
 
-class LatentEBM(L.LightningModule):
+@dataclass
+class Posterior:
+    """Posterior latents of one batch, as the hooks pass them on.
+
+    Attributes:
+        z: the positives for the EBM, shape (B, latent_dim), detached.
+        state: whatever :meth:`LatentEBM.generator_loss` needs (vanilla: z itself).
+        logs: diagnostics to log under ``train/``.
+    """
+
+    z: Tensor
+    state: Any
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class LatentEBM(GenerativeModel):
     """Latent EBM prior + Gaussian generator, learned by short-run MCMC maximum likelihood.
 
     Defaults are Pang et al.'s SVHN settings mapped to lebm's step convention
-    (``s = h^2 / 2``): prior 60 steps of s = 0.08 (h = 0.4), posterior 20 steps of s = 0.005
-    (h = 0.1), Adam lr 2e-5 (EBM) and 1e-4 (generator), betas (0.5, 0.999).
+    ``z + s grad log pi + sqrt(2 s) eps`` (their ``z - (h^2/2) grad E + h eps`` has
+    ``s = h^2 / 2``): prior 60 Langevin steps of s = 0.08 (h = 0.4), posterior 20 steps of
+    s = 0.005 (h = 0.1), Adam lr 2e-5 (EBM) and 1e-4 (generator), betas (0.5, 0.999); an MLP
+    EBM 200-200 and an MLP generator 128-128 (GELU) for low-dimensional data.
 
     Args:
         data_shape: shape of one data point, e.g. ``(2,)``; linked from the datamodule by the CLI.
         latent_dim: size of z.
-        energy_hidden: width of the EBM MLP ``f_alpha``.
-        energy_depth: number of hidden layers of ``f_alpha``.
-        energy_activation: nonlinearity of ``f_alpha``.
-        generator_arch: ``"mlp"`` (any data shape; low-dimensional data) or ``"dcgan"``
-            (images (C, S, S), S in 8, 16, 28, 32, 64: :class:`lebm.nets.DCGANGenerator`,
-            Pang et al.'s SVHN/CIFAR-10 generator at S = 32 with base width 64 and leaky ReLU).
-        generator_hidden: MLP: width of the hidden layers; DCGAN: base width ``w`` (the first
-            transposed conv has 8 w channels, halving per block).
-        generator_depth: number of hidden layers of the generator MLP (unused by DCGAN).
-        generator_activation: nonlinearity of the generator.
+        energy: the EBM ``f_alpha``: a class called as ``energy(latent_dim)`` (config:
+            ``class_path`` + ``init_args``), mapping (B, latent_dim) -> (B,);
+            None: :class:`lebm.nets.EnergyMLP` with its defaults (200-200, GELU).
+        generator: the generator ``g_beta``: a class called as ``generator(latent_dim,
+            data_shape)``, mapping (B, latent_dim) -> (B, *data_shape); None:
+            :class:`lebm.nets.GeneratorMLP` with its defaults (128-128, GELU);
+            :class:`lebm.nets.DCGANGenerator` for images.
         prior_sigma: ``sigma_0`` of the reference Gaussian; chains start from N(0, sigma_0^2 I).
         likelihood_sigma: ``sigma_eps`` of the Gaussian likelihood.
-        sampler: ``"langevin"`` (unadjusted) or ``"mala"`` (Metropolis-adjusted) for both chains.
-        prior_steps: Langevin steps for prior samples.
-        prior_step_size: step size ``s`` of the prior chains.
-        posterior_steps: Langevin steps for posterior samples.
-        posterior_step_size: step size ``s`` of the posterior chains.
+        prior_sampler: sampler object for z- (:mod:`lebm.samplers`: Langevin, MALA, HMC, ...).
+        posterior_sampler: sampler object for z+.
         energy_lr: Adam learning rate of the EBM.
         generator_lr: Adam learning rate of the generator.
         betas: Adam betas for both optimizers.
@@ -68,46 +88,28 @@ class LatentEBM(L.LightningModule):
         self,
         data_shape: tuple[int, ...] = (2,),
         latent_dim: int = 2,
-        energy_hidden: int = 200,
-        energy_depth: int = 2,
-        energy_activation: Activation = "gelu",
-        generator_arch: Literal["mlp", "dcgan"] = "mlp",
-        generator_hidden: int = 128,
-        generator_depth: int = 2,
-        generator_activation: Activation = "gelu",
+        energy: EnergyFactory | None = None,
+        generator: GeneratorFactory | None = None,
         prior_sigma: float = 1.0,
         likelihood_sigma: float = 0.3,
-        sampler: SamplerName = "langevin",
-        prior_steps: int = 60,
-        prior_step_size: float = 0.08,
-        posterior_steps: int = 20,
-        posterior_step_size: float = 0.005,
+        prior_sampler: Sampler = PANG_PRIOR_SAMPLER,
+        posterior_sampler: Sampler = PANG_POSTERIOR_SAMPLER,
         energy_lr: float = 2e-5,
         generator_lr: float = 1e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         lr_decay: float = 1.0,
         grad_clip: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(data_shape)
         _validate(locals())
-        self.save_hyperparameters()
         self.automatic_optimization = False
-        self.energy = EnergyMLP(latent_dim, energy_hidden, energy_depth, energy_activation)
-        if generator_arch == "dcgan":
-            channels, size, _ = data_shape
-            self.generator = DCGANGenerator(
-                latent_dim, channels, size, generator_hidden, generator_activation
-            )
-        else:
-            self.generator = GeneratorMLP(
-                latent_dim,
-                tuple(data_shape),
-                generator_hidden,
-                generator_depth,
-                generator_activation,
-            )
-        self.val_quality = SampleQuality()
-        self.test_quality = SampleQuality()
+        self.latent_dim = latent_dim
+        self.energy = as_factory(energy or EnergyMLP, "energy")(latent_dim)
+        self.generator = as_factory(generator or GeneratorMLP, "generator")(
+            latent_dim, self.data_shape
+        )
+        self.prior_sampler = as_instance(prior_sampler, Sampler, "prior_sampler")
+        self.posterior_sampler = as_instance(posterior_sampler, Sampler, "posterior_sampler")
 
     # ----------------------------------------------------------------- densities
     def log_prior(self, z: Tensor) -> Tensor:
@@ -119,48 +121,59 @@ class LatentEBM(L.LightningModule):
         return gaussian_log_likelihood(x, self.generator(z), self.hparams.likelihood_sigma)
 
     # ----------------------------------------------------------------- sampling
-    def _initial_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        z = torch.randn(n, self.hparams.latent_dim, generator=generator, device=self.device)
+    def initial_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Chain starts ``z ~ N(0, sigma_0^2 I)``, shape (n, latent_dim)."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         return z * self.hparams.prior_sigma
-
-    def _run_chains(
-        self, log_prob, n: int, steps: int, step_size: float, generator: torch.Generator | None
-    ) -> SamplerResult:
-        return langevin(
-            log_prob,
-            self._initial_latents(n, generator),
-            steps,
-            step_size,
-            mh=self.hparams.sampler == "mala",
-            generator=generator,
-        )
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> SamplerResult:
         """Short-run chains on ``p_alpha(z)``; result.sample has shape (n, latent_dim)."""
-        hp = self.hparams
-        return self._run_chains(self.log_prior, n, hp.prior_steps, hp.prior_step_size, generator)
+        return self.prior_sampler(
+            self.log_prior, self.initial_latents(n, generator), generator=generator
+        )
 
     def sample_posterior(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> SamplerResult:
         """Short-run chains on ``p(z | x)``, one per row of x; sample has shape (B, latent_dim)."""
-        hp = self.hparams
 
         def log_joint(z: Tensor) -> Tensor:
             return self.log_prior(z) + self.log_likelihood(x, z)
 
-        steps, step_size = hp.posterior_steps, hp.posterior_step_size
-        return self._run_chains(log_joint, len(x), steps, step_size, generator)
+        z0 = self.initial_latents(len(x), generator)
+        return self.posterior_sampler(log_joint, z0, generator=generator)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Data-space samples ``g(z)``, z from prior Langevin: shape (num_samples, *data_shape)."""
+        """Data-space samples ``g(z)``, z from the prior chains: (num_samples, *data_shape)."""
         return self.generator(self.sample_prior(num_samples, generator).sample)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``g(z+)`` with z+ from posterior Langevin given x: same shape as x."""
+        """``g(z+)`` with z+ from the posterior chains given x: same shape as x."""
         return self.generator(self.sample_posterior(x, generator).sample)
+
+    # ----------------------------------------------------------------- hooks
+    def posterior(self, x: Tensor, generator: torch.Generator | None = None) -> Posterior:
+        """Posterior latents of batch x for both losses (vanilla: one chain per data point)."""
+        result = self.sample_posterior(x, generator)
+        logs = {f"posterior_{k}": v for k, v in result.diagnostics().items()}
+        return Posterior(result.sample, result.sample, logs)
+
+    def negatives(
+        self, posterior: Posterior, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Prior latents z- for the EBM loss, shape (B, latent_dim), and their diagnostics."""
+        result = self.sample_prior(len(posterior.z), generator)
+        return result.sample, {f"prior_{k}": v for k, v in result.diagnostics().items()}
+
+    def generator_loss(self, x: Tensor, posterior: Posterior) -> tuple[Tensor, Tensor]:
+        """Per-sample generator loss ``-log p(x | z+)`` (B,), and the batch's reconstruction
+        MSE from the same forward pass (0-d, detached)."""
+        z = posterior.state.detach()
+        x_hat = self.generator(z)
+        loss = -gaussian_log_likelihood(x, x_hat, self.hparams.likelihood_sigma)
+        return loss, (x_hat.detach() - x).pow(2).mean()
 
     # ----------------------------------------------------------------- objectives
     def losses_from_latents(self, x: Tensor, z_pos: Tensor, z_neg: Tensor) -> dict[str, Tensor]:
@@ -170,54 +183,38 @@ class LatentEBM(L.LightningModule):
             ``{"energy": f(z-) - f(z+), "generator": -log p(x | z+)}``, each of shape (B,).
             Their batch means are the two training losses.
         """
-        return self._objectives(x, z_pos, z_neg)[0]
+        return self._objectives(x, Posterior(z_pos, z_pos), z_neg)[0]
 
     def _objectives(
-        self, x: Tensor, z_pos: Tensor, z_neg: Tensor
+        self, x: Tensor, posterior: Posterior, z_neg: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Per-sample losses, and the energies and MSE from the same forward passes for logging."""
-        z_pos, z_neg = z_pos.detach(), z_neg.detach()
-        f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
-        x_hat = self.generator(z_pos)
-        losses = {
-            "energy": contrastive_energy_loss(f_pos, f_neg),
-            "generator": -gaussian_log_likelihood(x, x_hat, self.hparams.likelihood_sigma),
-        }
-        logs = {
-            "mse": (x_hat.detach() - x).pow(2).mean(),
-            "en_pos": -f_pos.detach().mean(),
-            "en_neg": -f_neg.detach().mean(),
-        }
+        f_pos, f_neg = self.energy(posterior.z.detach()), self.energy(z_neg.detach())
+        loss_gen, mse = self.generator_loss(x, posterior)
+        losses = {"energy": contrastive_energy_loss(f_pos, f_neg), "generator": loss_gen}
+        logs = {"mse": mse, "en_pos": -f_pos.detach().mean(), "en_neg": -f_neg.detach().mean()}
         return losses, logs
 
     def learning_losses(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
-        """Per-sample losses of one training iteration on batch x, drawing fresh chains.
-
-        This is the protocol the gradient-variance callback uses: each entry has shape (B,),
-        its batch mean is a training loss, and :meth:`gradient_groups` names the network it
-        trains.
-        """
+        """Per-sample losses of one training iteration on batch x, drawing fresh chains."""
         return self._losses_and_logs(x, generator)[0]
 
     def gradient_groups(self) -> dict[str, torch.nn.Module]:
-        """Loss name -> the network whose parameters that loss trains."""
         return {"energy": self.energy, "generator": self.generator}
 
     def _losses_and_logs(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Draw posterior and prior chains; return per-sample losses and values to log."""
-        pos = self.sample_posterior(x, generator)
-        neg = self.sample_prior(len(x), generator)
-        losses, logs = self._objectives(x, pos.sample, neg.sample)
-        logs |= {f"posterior_{k}": v for k, v in pos.diagnostics().items()}
-        logs |= {f"prior_{k}": v for k, v in neg.diagnostics().items()}
-        return losses, logs
+        posterior = self.posterior(x, generator)
+        z_neg, neg_logs = self.negatives(posterior, generator)
+        losses, logs = self._objectives(x, posterior, z_neg)
+        return losses, logs | posterior.logs | neg_logs
 
     # ----------------------------------------------------------------- Lightning
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor:
         losses, logs = self._losses_and_logs(batch_data(batch))
         loss_ebm, loss_gen = losses["energy"].mean(), losses["generator"].mean()
 
@@ -240,34 +237,9 @@ class LatentEBM(L.LightningModule):
         for scheduler in self.lr_schedulers():
             scheduler.step()
 
-    def _eval_step(self, batch: Tensor, stage: str) -> None:
-        batch = batch_data(batch)
-        quality = self.val_quality if stage == "val" else self.test_quality
-        quality.update(batch, self.sample(len(batch)))
-        mse = (self.reconstruct(batch) - batch).pow(2).mean()
-        self.log(f"{stage}/mse", mse, sync_dist=True)
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        quality = self.val_quality if stage == "val" else self.test_quality
-        values = quality.compute()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=stage == "val")
-        quality.reset()
-
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        """``batch`` holds sample indices (datamodules.SampleRequests); returns len(batch) samples."""
-        return self.sample(len(batch))
+    def evaluation_metrics(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """Reconstruction MSE ``mean (g(z+) - x)^2`` with posterior chains."""
+        return {"mse": (self.reconstruct(x, generator) - x).pow(2).mean()}
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -282,35 +254,9 @@ class LatentEBM(L.LightningModule):
 def _validate(args: dict) -> None:
     """Check hyperparameters; each error names the argument, the value and what is allowed."""
     problems = []
-    shape = tuple(args["data_shape"])
-    if len(shape) == 0 or any(int(d) < 1 for d in shape):
-        problems.append(f"data_shape must be a non-empty tuple of positive sizes, got {shape}")
-    positive_ints = ("latent_dim", "energy_hidden", "generator_hidden")
-    positive_floats = (
-        "prior_sigma",
-        "likelihood_sigma",
-        "prior_step_size",
-        "posterior_step_size",
-        "energy_lr",
-        "generator_lr",
-    )
-    for name in positive_ints + positive_floats:
+    for name in ("latent_dim", "prior_sigma", "likelihood_sigma", "energy_lr", "generator_lr"):
         if not args[name] > 0:
             problems.append(f"{name} must be > 0, got {args[name]}")
-    for name in ("energy_depth", "generator_depth", "prior_steps", "posterior_steps"):
-        if args[name] < 0:
-            problems.append(f"{name} must be >= 0, got {args[name]}")
-    if args["sampler"] not in ("langevin", "mala"):
-        problems.append(f"sampler must be 'langevin' or 'mala', got {args['sampler']!r}")
-    if args["generator_arch"] not in ("mlp", "dcgan"):
-        problems.append(f"generator_arch must be 'mlp' or 'dcgan', got {args['generator_arch']!r}")
-    elif args["generator_arch"] == "dcgan" and not (
-        len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3)
-    ):
-        problems.append(
-            f"generator_arch='dcgan' needs square images, data_shape (C, S, S) with C = 1 or 3, "
-            f"got {shape}; use generator_arch='mlp' for other data"
-        )
     if not all(0.0 <= b < 1.0 for b in args["betas"]) or len(args["betas"]) != 2:
         problems.append(f"betas must be two numbers in [0, 1), got {args['betas']}")
     if not 0.0 < args["lr_decay"] <= 1.0:

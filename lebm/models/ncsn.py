@@ -27,12 +27,7 @@ from torch import Tensor, nn
 from lebm.models.score_base import ScoreModelBase
 from lebm.samplers import annealed_langevin
 from lebm.schedules import SigmaLadder
-from lebm.score_matching import (
-    denoising_score_matching,
-    exact_score_matching,
-    score_from_energy,
-    sliced_score_matching,
-)
+from lebm.score_matching import score_from_energy, score_matching_loss
 
 Objective = Literal["denoising", "sliced", "exact"]
 Parameterization = Literal["score", "energy"]
@@ -59,10 +54,9 @@ class NCSN(ScoreModelBase):
         steps_per_level: annealed Langevin steps at each level.
         step_lr: annealed Langevin base step ``eps``.
         final_denoise: end sampling with ``x + sigma_L^2 s(x, sigma_L)``.
-        **kwargs: ``data_shape``, the network (``network``, ``hidden``, ``depth``, ``embed_dim``,
-            ``base_channels``, ``channel_mults``, ``num_res_blocks``, ``attention_resolutions``,
-            ``dropout``) and optimisation (``lr``, ``weight_decay``, ``warmup_steps``,
-            ``ema_decay``) arguments of :class:`~lebm.models.score_base.ScoreModelBase`.
+        **kwargs: ``data_shape``, the network ``net`` (by class path) and optimisation
+            (``lr``, ``weight_decay``, ``warmup_steps``, ``ema_decay``) arguments of
+            :class:`~lebm.models.score_base.ScoreModelBase`.
     """
 
     def __init__(
@@ -135,27 +129,22 @@ class NCSN(ScoreModelBase):
         ladder = self._ladder()
         score = self.score_fn(net)
         sigmas = ladder.sigmas.to(x.dtype)
-        if self.hparams.objective == "denoising":
-            return denoising_score_matching(score, x, sigmas, generator=generator)
+        hp = self.hparams
+        if hp.objective == "denoising":  # lambda(sigma) = sigma^2 is built into the loss
+            return score_matching_loss("denoising", score, x, sigmas=sigmas, generator=generator)
         levels = ladder.sample_levels(len(x), generator, device=x.device)
         sigma = sigmas[levels]
-        sigma_b = sigma.view(-1, *([1] * (x.dim() - 1)))
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x_noisy = x + sigma_b * noise
+        x_noisy = x + sigma.view(-1, *([1] * (x.dim() - 1))) * noise
 
         def score_at_level(y: Tensor) -> Tensor:
             return score(y, sigma)
 
         # the objectives switch autograd on themselves (validation runs under no_grad)
-        if self.hparams.objective == "sliced":
-            loss = sliced_score_matching(
-                score_at_level,
-                x_noisy,
-                num_projections=self.hparams.num_projections,
-                generator=generator,
-            )
-        else:
-            loss = exact_score_matching(score_at_level, x_noisy)
+        options = {"num_projections": hp.num_projections} if hp.objective == "sliced" else {}
+        loss = score_matching_loss(
+            hp.objective, score_at_level, x_noisy, generator=generator, **options
+        )
         return sigma**2 * loss
 
     def _sample(

@@ -5,92 +5,46 @@ step for DDPM, ``log sigma`` for NCSN) by minimising a per-sample denoising loss
 running a sampler from :mod:`lebm.samplers` with that network. :class:`ScoreModelBase` holds
 everything else, so each model only says how it forms the loss and how it samples:
 
-* the network: :class:`lebm.nets.ConditionalMLP` for low-dimensional data or
-  :class:`lebm.nets.UNet` for images, chosen by ``network`` and built from typed arguments;
+* the network, given by class path and built by the model as ``net(data_shape)``:
+  :class:`lebm.nets.ConditionalMLP` for low-dimensional data (the default),
+  :class:`lebm.nets.UNet` for images, or any module with the signature ``net(x, c)``;
 * an optional exponential moving average of the weights (``torch.optim.swa_utils.AveragedModel``),
   used for sampling when present;
 * Adam with linear warm-up; gradient clipping is the Trainer's (``gradient_clip_val``);
-* val/test: the loss on held-out data (with a fixed seed, so epochs compare) and the sample
-  quality metrics (MMD^2, SWD) of ``sample(len(batch))`` against the batch;
-* ``predict_step`` and the gradient-variance protocol (``learning_losses``, ``gradient_groups``).
+* val/test (:class:`~lebm.models.base.GenerativeModel`): the loss on held-out data (with a
+  fixed seed, so epochs compare) and the sample quality metrics (MMD^2, SWD);
+* the gradient-variance protocol (``learning_losses``, ``gradient_groups``).
 """
 
 from __future__ import annotations
 
 import abc
-import math
-from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lebm.components import ConditionalNetFactory, as_factory
 from lebm.data import batch_data
-from lebm.metrics import SampleQuality
-from lebm.nets import ConditionalMLP, UNet
-
-NetworkName = Literal["mlp", "unet"]
+from lebm.models.base import GenerativeModel
+from lebm.nets import ConditionalMLP
 
 
-def build_conditional_network(
-    network: NetworkName,
-    data_shape: tuple[int, ...],
-    hidden: int,
-    depth: int,
-    embed_dim: int,
-    base_channels: int,
-    channel_mults: tuple[int, ...],
-    num_res_blocks: int,
-    attention_resolutions: tuple[int, ...],
-    dropout: float,
-) -> nn.Module:
-    """``net(x, c)``: (B, *data_shape), (B,) -> (B, *data_shape).
-
-    ``"mlp"`` flattens any data shape (:class:`~lebm.nets.ConditionalMLP` of width ``hidden``,
-    ``depth`` conditioned layers, ``embed_dim`` sinusoidal features); ``"unet"`` needs images
-    (C, H, W) (:class:`~lebm.nets.UNet` with the ``base_channels`` ... ``dropout`` arguments).
-    """
-    if network == "mlp":
-        return ConditionalMLP(math.prod(data_shape), hidden, depth, embed_dim)
-    if network == "unet":
-        if len(data_shape) != 3:
-            raise ValueError(
-                f"network='unet' needs images, data_shape (C, H, W), got {tuple(data_shape)}; "
-                "use network='mlp' for low-dimensional data"
-            )
-        return UNet(
-            channels=data_shape[0],
-            base_channels=base_channels,
-            channel_mults=tuple(channel_mults),
-            num_res_blocks=num_res_blocks,
-            attention_resolutions=tuple(attention_resolutions),
-            dropout=dropout,
-            image_size=data_shape[1],
-        )
-    raise ValueError(f"network must be 'mlp' or 'unet', got {network!r}")
-
-
-class ScoreModelBase(L.LightningModule, abc.ABC):
+class ScoreModelBase(GenerativeModel, abc.ABC):
     """Base of the denoising-trained models (DDPM, NCSN); see the module docstring.
 
     Subclasses implement :meth:`per_sample_loss` and :meth:`_sample`, declare only their own
     arguments (keyword-only) plus ``**kwargs`` and call ``super().__init__(**kwargs)`` first
-    (it saves the hyperparameters of both signatures); jsonargparse (LightningCLI) follows ``**kwargs`` into this
-    signature, so every argument below is a typed, validated ``--model.init_args.*`` option of
-    both models. Defaults suit 2-D toy data.
+    (it saves the hyperparameters of both signatures); jsonargparse (LightningCLI) follows
+    ``**kwargs`` into this signature, so every argument below is a typed, validated
+    ``--model.init_args.*`` option of both models. Defaults suit 2-D toy data.
 
     Args:
         data_shape: shape of one data point; linked from the datamodule by the CLI.
-        network: ``"mlp"`` (any shape, flattened) or ``"unet"`` (images (C, H, W)).
-        hidden: MLP width.
-        depth: MLP conditioned hidden layers.
-        embed_dim: MLP sinusoidal embedding width.
-        base_channels: U-Net width of the first level.
-        channel_mults: U-Net width multiplier per level (H must divide by 2^(levels - 1)).
-        num_res_blocks: U-Net residual blocks per level.
-        attention_resolutions: U-Net resolutions (pixels) with self-attention.
-        dropout: U-Net dropout.
+        net: the conditional network, a class called as ``net(data_shape)`` (config:
+            ``class_path`` + ``init_args``) and then as ``net(x, c)``: (B, *data_shape), (B,)
+            -> (B, *data_shape). None: :class:`lebm.nets.ConditionalMLP` with its defaults
+            (width 128, 3 conditioned layers); :class:`lebm.nets.UNet` for images.
         lr: Adam learning rate.
         weight_decay: Adam (decoupled, AdamW) weight decay.
         warmup_steps: linear learning-rate warm-up over this many optimizer steps.
@@ -101,24 +55,14 @@ class ScoreModelBase(L.LightningModule, abc.ABC):
     def __init__(
         self,
         data_shape: tuple[int, ...] = (2,),
-        network: NetworkName = "mlp",
-        hidden: int = 128,
-        depth: int = 3,
-        embed_dim: int = 32,
-        base_channels: int = 32,
-        channel_mults: tuple[int, ...] = (1, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: tuple[int, ...] = (),
-        dropout: float = 0.0,
+        net: ConditionalNetFactory | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         ema_decay: float | None = 0.995,
     ) -> None:
-        super().__init__()
+        super().__init__(data_shape)  # saves this signature's arguments and the subclass's
         problems = []
-        if len(data_shape) == 0 or any(int(d) < 1 for d in data_shape):
-            problems.append(f"data_shape must be non-empty positive sizes, got {data_shape}")
         if not lr > 0:
             problems.append(f"lr must be > 0, got {lr}")
         if weight_decay < 0:
@@ -129,28 +73,13 @@ class ScoreModelBase(L.LightningModule, abc.ABC):
             problems.append(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
         if problems:
             raise ValueError(f"{type(self).__name__}: " + "; ".join(problems))
-        self.save_hyperparameters()  # this signature's arguments and the subclass's
-        self.data_shape = tuple(int(d) for d in data_shape)
-        self.net = build_conditional_network(
-            network,
-            self.data_shape,
-            hidden,
-            depth,
-            embed_dim,
-            base_channels,
-            tuple(channel_mults),
-            num_res_blocks,
-            tuple(attention_resolutions),
-            dropout,
-        )
+        self.net = as_factory(net or ConditionalMLP, "net")(self.data_shape)
         self.ema: AveragedModel | None = None
         if ema_decay is not None:
             self.ema = AveragedModel(
                 self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
             )
             self.ema.requires_grad_(False)
-        self.val_quality = SampleQuality()
-        self.test_quality = SampleQuality()
 
     # ----------------------------------------------------------------- model-specific
     @abc.abstractmethod
@@ -203,36 +132,9 @@ class ScoreModelBase(L.LightningModule, abc.ABC):
         if self.ema is not None:
             self.ema.update_parameters(self.net)
 
-    def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
-        x = batch_data(batch)
-        generator = torch.Generator(self.device).manual_seed(batch_idx)
-        net = self.sampling_net
-        loss = self.per_sample_loss(x, generator, net=net).mean()
-        self.log(f"{stage}/loss", loss, sync_dist=True)
-        quality = self.val_quality if stage == "val" else self.test_quality
-        quality.update(x, self.sample(len(x), generator))
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        quality = self.val_quality if stage == "val" else self.test_quality
-        values = quality.compute()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=stage == "val")
-        quality.reset()
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def predict_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        """``batch`` holds sample indices (datamodules.SampleRequests); returns len(batch) samples."""
-        return self.sample(len(batch))
+    def evaluation_metrics(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """The training loss on held-out data with the sampling (EMA) network, fixed noise."""
+        return {"loss": self.per_sample_loss(x, generator, net=self.sampling_net).mean()}
 
     def configure_optimizers(self):
         hp = self.hparams

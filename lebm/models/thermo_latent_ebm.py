@@ -1,7 +1,8 @@
 """Latent EBM whose generator learns through thermodynamic integration (TI).
 
 Same model, prior sampler, optimizers and logging as :class:`~lebm.models.LatentEBM`; only
-the posterior part differs. Each iteration samples the power posteriors
+the posterior part differs, through LatentEBM's hooks (``posterior``, ``negatives``,
+``generator_loss``). Each iteration samples the power posteriors
 ``p_t(z | x) ∝ p(x | z)^t p_alpha(z)`` on a temperature ladder, all temperatures in one
 batched tensor, and
 
@@ -29,8 +30,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lebm.losses import contrastive_energy_loss
-from lebm.models.latent_ebm import LatentEBM
+from lebm.losses import gaussian_log_likelihood
+from lebm.models.latent_ebm import LatentEBM, Posterior
 from lebm.thermo import (
     ChainInit,
     PowerPosteriorSamples,
@@ -49,13 +50,13 @@ class ThermoLatentEBM(LatentEBM):
         temperatures: explicit ladder instead (strictly increasing, from 0 to 1).
         chain_init: ``"independent"`` (every temperature from N(0, sigma_0^2 I), one batched
             call) or ``"annealed"`` (temperature i warm-starts from i - 1).
-        steps_per_temperature: Langevin steps per temperature when annealed (default:
-            posterior_steps). Independent chains run posterior_steps.
+        steps_per_temperature: sampler steps per temperature when annealed (default: the
+            posterior sampler's ``n_steps``, which independent chains always run).
         num_chains: chains per (temperature, data point); ``"exact"`` needs >= 2.
         generator_objective: ``"tempered"`` or ``"exact"`` (see the module docstring).
         negatives: ``"prior"`` or ``"ladder"`` (see the module docstring).
-        **kwargs: every LatentEBM argument (posterior_steps and posterior_step_size set the
-            power-posterior chains).
+        **kwargs: every LatentEBM argument (``posterior_sampler`` runs the power-posterior
+            chains, every temperature in one call).
     """
 
     def __init__(
@@ -95,25 +96,23 @@ class ThermoLatentEBM(LatentEBM):
     def sample_power_posteriors(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> PowerPosteriorSamples:
-        """Chains for every temperature and data point: z of shape (N_t, K, B, latent_dim)."""
+        """Chains for every temperature and data point: z of shape (N_t, K, B, latent_dim).
+
+        They run the ``posterior_sampler`` (its steps and step size; ``steps_per_temperature``
+        replaces the steps when annealed)."""
         hp = self.hparams
         annealed = hp.chain_init == "annealed"
-        steps = (
-            hp.steps_per_temperature
-            if annealed and hp.steps_per_temperature
-            else hp.posterior_steps
-        )
+        steps = hp.steps_per_temperature if annealed and hp.steps_per_temperature else None
         return sample_power_posteriors(
             self.log_prior,
             self.log_likelihood,
             x,
-            (hp.latent_dim,),
+            (self.latent_dim,),
             self.ladder,
-            steps,
-            hp.posterior_step_size,
+            self.posterior_sampler,
+            n_steps=steps,
             init=hp.chain_init,
             num_chains=hp.num_chains,
-            mh=hp.sampler == "mala",
             init_scale=hp.prior_sigma,
             generator=generator,
         )
@@ -129,41 +128,40 @@ class ThermoLatentEBM(LatentEBM):
             expected_log_likelihoods(self.sample_power_posteriors(x, generator))
         )
 
-    def _generator_loss(self, x: Tensor, z: Tensor) -> Tensor:
-        """Per-sample generator loss from power-posterior latents z (N_t, K, B, d): shape (B,)."""
+    # ----------------------------------------------------------------- LatentEBM hooks
+    def posterior(self, x: Tensor, generator: torch.Generator | None = None) -> Posterior:
+        """The whole ladder; the t = 1 chains (first of K) are the EBM's positives."""
+        ladder = self.sample_power_posteriors(x, generator)
+        expected = expected_log_likelihoods(ladder).detach()  # (N_t, B)
+        logs = {"log_px_ti": self.ladder.integrate(expected).mean()}
+        logs |= {f"expected_loglik/t{i:02d}": e for i, e in enumerate(expected.mean(1))}
+        logs["posterior_grad_norm"] = ladder.grad_norm
+        if ladder.acceptance_rate is not None:
+            logs["posterior_acceptance_rate"] = ladder.acceptance_rate
+        return Posterior(ladder.z[-1, 0], ladder, logs)
+
+    def negatives(
+        self, posterior: Posterior, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``negatives="prior"``: LatentEBM's prior chains; ``"ladder"``: the t = 0 chains."""
+        if self.hparams.negatives == "ladder":
+            return posterior.state.z[0, 0], {}
+        return super().negatives(posterior, generator)
+
+    def generator_loss(self, x: Tensor, posterior: Posterior) -> tuple[Tensor, Tensor]:
+        """Minus the TI estimate of ``log p(x)`` per sample (B,), latents detached; with
+        ``generator_objective="exact"`` plus the covariance terms (module docstring). The MSE
+        is that of the t = 1 chains, from the same forward pass."""
+        z = posterior.state.z.detach()
         n_t, k, b = z.shape[:3]
+        x_hat = self.generator(z.flatten(0, 2))
         x_all = x.repeat(n_t * k, *([1] * (x.ndim - 1)))
-        loglik = self.log_likelihood(x_all, z.detach().flatten(0, 2)).view(n_t, k, b)
+        sigma = self.hparams.likelihood_sigma
+        loglik = gaussian_log_likelihood(x_all, x_hat, sigma).view(n_t, k, b)
         if self.hparams.generator_objective == "exact":
             held = loglik.detach()
             baseline = (held.sum(1, keepdim=True) - held) / (k - 1)  # leave-one-out
             t = self.ladder.t.to(loglik).view(-1, 1, 1)
             loglik = loglik + t * (held - baseline) * loglik
-        return -self.ladder.integrate(loglik.mean(1))
-
-    def _losses_and_logs(
-        self, x: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        ladder = self.sample_power_posteriors(x, generator)
-        z_pos = ladder.z[-1, 0]
-        if self.hparams.negatives == "ladder":
-            z_neg, prior_diag = ladder.z[0, 0], {}
-        else:
-            neg = self.sample_prior(len(x), generator)
-            z_neg, prior_diag = neg.sample, neg.diagnostics()
-        f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
-        losses = {
-            "energy": contrastive_energy_loss(f_pos, f_neg),
-            "generator": self._generator_loss(x, ladder.z),
-        }
-        expected = expected_log_likelihoods(ladder).detach()  # (N_t, B)
-        with torch.no_grad():
-            mse = (self.generator(z_pos) - x).pow(2).mean()
-        logs = {"mse": mse, "en_pos": -f_pos.detach().mean(), "en_neg": -f_neg.detach().mean()}
-        logs["log_px_ti"] = self.ladder.integrate(expected).mean()
-        logs |= {f"expected_loglik/t{i:02d}": e for i, e in enumerate(expected.mean(1))}
-        logs["posterior_grad_norm"] = ladder.grad_norm
-        if ladder.acceptance_rate is not None:
-            logs["posterior_acceptance_rate"] = ladder.acceptance_rate
-        logs |= {f"prior_{k}": v for k, v in prior_diag.items()}
-        return losses, logs
+        mse = (x_hat.detach()[-k * b : -(k - 1) * b or None] - x).pow(2).mean()
+        return -self.ladder.integrate(loglik.mean(1)), mse

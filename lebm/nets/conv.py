@@ -38,13 +38,24 @@ def _check_common(channels: int, image_size: int, base_width: int) -> None:
         raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
 
 
+def image_shape(data_shape: tuple[int, ...], name: str) -> tuple[int, int]:
+    """``(channels, image_size)`` of a square image shape (C, S, S), checked for ``name``."""
+    shape = tuple(int(d) for d in data_shape)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(
+            f"{name} needs square images, data_shape (C, S, S) with S in {IMAGE_SIZES}, got "
+            f"{shape}; use an MLP network (lebm.nets.GeneratorMLP / EnergyMLP) for other data"
+        )
+    return shape[0], shape[1]
+
+
 def _block_widths(base_width: int, n_blocks: int) -> list[int]:
     """Hidden widths from the top (1x1 side) down: 8w, 4w, 2w, w for n_blocks = 4."""
     return [base_width * 2 ** (3 - i) for i in range(n_blocks)]
 
 
 class DCGANGenerator(nn.Module):
-    """DCGAN-style generator ``g(z)``: (B, latent_dim) -> (B, channels, image_size, image_size).
+    """DCGAN-style generator ``g(z)``: (B, latent_dim) -> (B, *data_shape), images (C, S, S).
 
     Transposed convolutions from a 1x1 feature map, ``activation`` between layers, ``tanh`` on
     the output (data scaled to [-1, 1]). With ``image_size=32``, ``base_width=64`` and no batch
@@ -56,9 +67,8 @@ class DCGANGenerator(nn.Module):
     See the module docstring for the other sizes.
 
     Args:
-        latent_dim: size of z.
-        channels: image channels C.
-        image_size: output height and width; one of 8, 16, 28, 32, 64.
+        latent_dim: size of z (supplied by the model).
+        data_shape: ``(C, S, S)``, S one of 8, 16, 28, 32, 64 (supplied by the model).
         base_width: ``w``; the first layer has ``8 w`` channels, halving per block.
         activation: nonlinearity between layers (leaky ReLU has slope 0.2).
         batch_norm: BatchNorm2d after every hidden transposed conv (their bias is then dropped).
@@ -71,13 +81,13 @@ class DCGANGenerator(nn.Module):
     def __init__(
         self,
         latent_dim: int,
-        channels: int = 3,
-        image_size: int = 32,
+        data_shape: tuple[int, ...],
         base_width: int = 64,
         activation: Activation = "leaky_relu",
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        channels, image_size = image_shape(data_shape, "DCGANGenerator")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         _check_common(channels, image_size, base_width)
@@ -112,7 +122,7 @@ class DCGANGenerator(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """DCGAN-style encoder: (B, channels, H, W) -> (B, out_features), H = W = image_size.
+    """DCGAN-style encoder: (B, *data_shape) -> (B, out_features), images (C, S, S).
 
     Mirror of :class:`DCGANGenerator`: stride-2 convs (k4 s2 p1) with widths ``..., 2w, 4w, 8w``
     down to 4x4 (7x7 for 28 px), then a valid conv (k4; k7 for 28 px) to ``out_features``.
@@ -120,8 +130,7 @@ class ConvEncoder(nn.Module):
     log-variance) and, through :class:`ConvEnergy`, as an image energy network.
 
     Args:
-        channels: image channels C.
-        image_size: input height and width; one of 8, 16, 28, 32, 64.
+        data_shape: ``(C, S, S)``, S one of 8, 16, 28, 32, 64 (supplied by the model).
         out_features: output width.
         base_width: ``w``; the last strided conv has ``8 w`` channels.
         activation: nonlinearity after every strided conv (leaky ReLU has slope 0.2).
@@ -134,14 +143,14 @@ class ConvEncoder(nn.Module):
 
     def __init__(
         self,
-        channels: int = 3,
-        image_size: int = 32,
+        data_shape: tuple[int, ...],
         out_features: int = 1,
         base_width: int = 64,
         activation: Activation = "leaky_relu",
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        channels, image_size = image_shape(data_shape, type(self).__name__)
         _check_common(channels, image_size, base_width)
         if out_features < 1:
             raise ValueError(f"out_features must be >= 1, got {out_features}")
@@ -175,20 +184,19 @@ class ConvEncoder(nn.Module):
 
 
 class ConvEnergy(ConvEncoder):
-    """Scalar image network ``f(x)``: (B, channels, image_size, image_size) -> (B,).
+    """Scalar image network ``f(x)``: (B, C, S, S) -> (B,).
 
     A :class:`ConvEncoder` with one output; same arguments otherwise.
     """
 
     def __init__(
         self,
-        channels: int = 3,
-        image_size: int = 32,
+        data_shape: tuple[int, ...],
         base_width: int = 64,
         activation: Activation = "leaky_relu",
         batch_norm: bool = False,
     ) -> None:
-        super().__init__(channels, image_size, 1, base_width, activation, batch_norm)
+        super().__init__(data_shape, 1, base_width, activation, batch_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, channels, image_size, image_size) -> (B,)."""

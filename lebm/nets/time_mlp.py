@@ -77,7 +77,7 @@ def batch_times(t: Tensor | float, batch_size: int, device: torch.device) -> Ten
 
 
 class ConditionalMLP(nn.Module):
-    """Time- or noise-conditional MLP ``s(x, t)``: (B, data_dim) -> (B, data_dim).
+    """Time- or noise-conditional MLP ``s(x, t)``: (B, *data_shape), (B,) -> (B, *data_shape).
 
     The eps-network of DDPM and the noise-conditional score network of NCSN on toy data.
     ``t`` goes through :func:`sinusoidal_embedding` and a two-layer MLP to a ``hidden``-wide
@@ -89,7 +89,8 @@ class ConditionalMLP(nn.Module):
         out = W_out h_depth + b_out
 
     Args:
-        data_dim: number of features of one data point (``prod(shape)`` for shaped data).
+        data_shape: shape of one data point (supplied by the model), or its number of
+            features; inputs are flattened to ``data_dim = prod(data_shape)`` features.
         hidden: width of every hidden layer and of the time embedding.
         depth: number of conditioned hidden layers (>= 1).
         embed_dim: width of the sinusoidal features (positive, even).
@@ -100,7 +101,7 @@ class ConditionalMLP(nn.Module):
 
     def __init__(
         self,
-        data_dim: int,
+        data_shape: int | tuple[int, ...],
         hidden: int = 128,
         depth: int = 3,
         embed_dim: int = 32,
@@ -108,6 +109,7 @@ class ConditionalMLP(nn.Module):
         time_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        data_dim = data_shape if isinstance(data_shape, int) else math.prod(data_shape)
         if data_dim < 1:
             raise ValueError(f"data_dim must be >= 1, got {data_dim}")
         if hidden < 1:

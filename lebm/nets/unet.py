@@ -103,7 +103,8 @@ class UNet(nn.Module):
     0.63M (16x16 digits on CPU); the default mults (1, 2, 2) 1.05M.
 
     Args:
-        channels: image channels C (input and output).
+        data_shape: ``(C, H, W)`` of the images (supplied by the model); square images also fix
+            ``image_size = H``, checked in forward and needed by ``attention_resolutions``.
         base_channels: width of level 0; every level's width must be divisible by ``groups``.
         channel_mults: width multiplier per level; its length sets the number of levels.
         num_res_blocks: ResBlocks per level on the down path (the up path has one more).
@@ -112,8 +113,6 @@ class UNet(nn.Module):
         dropout: dropout probability inside ResBlocks.
         embed_dim: width of the time embedding; None means ``4 * base_channels``.
         groups: GroupNorm groups.
-        image_size: expected input height and width; checked at construction and in forward
-            when given (required for ``attention_resolutions``).
         time_scale: ``scale`` of :func:`~lebm.nets.time_mlp.sinusoidal_embedding`
             (1 for DDPM steps and log sigma; see :mod:`lebm.nets.time_mlp`).
         attention_heads: heads of every self-attention layer.
@@ -121,7 +120,7 @@ class UNet(nn.Module):
 
     def __init__(
         self,
-        channels: int = 1,
+        data_shape: tuple[int, ...],
         base_channels: int = 32,
         channel_mults: tuple[int, ...] = (1, 2, 2),
         num_res_blocks: int = 1,
@@ -129,11 +128,18 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         embed_dim: int | None = None,
         groups: int = 8,
-        image_size: int | None = None,
         time_scale: float = 1.0,
         attention_heads: int = 1,
     ) -> None:
         super().__init__()
+        shape = tuple(int(d) for d in data_shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"UNet needs images, data_shape (C, H, W), got {shape}; use "
+                "lebm.nets.ConditionalMLP for low-dimensional data"
+            )
+        channels = shape[0]
+        image_size = shape[1] if shape[1] == shape[2] else None
         channel_mults = tuple(channel_mults)
         attention_resolutions = tuple(attention_resolutions)
         _validate(
@@ -235,8 +241,8 @@ class UNet(nn.Module):
             )
         if self.image_size is not None and (h, w) != (self.image_size, self.image_size):
             raise ValueError(
-                f"UNet(image_size={self.image_size}) got a {h}x{w} input; "
-                f"build it with image_size={h if h == w else None} instead"
+                f"UNet built for {self.image_size}x{self.image_size} images got a {h}x{w} input; "
+                f"build it with data_shape=({self.channels}, {h}, {w}) instead"
             )
 
 

@@ -1,8 +1,10 @@
 """MCMC samplers shared by every model: pure functions of a log-density (or score) and a start
-tensor."""
+tensor, and the sampler objects (settings only) that models take by class path."""
 
 from lebm.samplers.base import LogProb, SamplerDivergenceError, SamplerResult
+from lebm.samplers.hmc import hmc
 from lebm.samplers.langevin import langevin, mala
+from lebm.samplers.objects import HMC, MALA, Langevin, Sampler
 from lebm.samplers.score_based import (
     DDPMVariance,
     EpsModel,
@@ -13,6 +15,10 @@ from lebm.samplers.score_based import (
 )
 
 __all__ = [
+    "HMC",
+    "MALA",
+    "Langevin",
+    "Sampler",
     "DDPMVariance",
     "EpsModel",
     "LogProb",
@@ -22,6 +28,7 @@ __all__ = [
     "ScoreSamplerResult",
     "annealed_langevin",
     "ddpm_ancestral",
+    "hmc",
     "langevin",
     "mala",
 ]
