@@ -134,7 +134,14 @@ def test_bf16_mixed_precision_trains_with_fp32_chains(run_cli, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path):
-    cli = fit(run_cli, tmp_path, "--trainer.strategy=ddp_spawn", "--trainer.devices=2")
+    """Two processes, with the gradient-variance callback (one spawn serves both checks)."""
+    variance = tmp_path / "grad_variance.yaml"
+    variance.write_text(
+        "trainer:\n  callbacks+:\n    - class_path: callbacks.GradientVariance\n"
+        "      init_args: {every_n_steps: 1, probe_size: 8, num_redraws: 3}\n"
+    )
+    args = ("-c", str(variance), "--trainer.strategy=ddp_spawn", "--trainer.devices=2")
+    cli = fit(run_cli, tmp_path, *args)
     assert cli.trainer.world_size == 2
     run = tmp_path / "version_0"
     assert (run / "checkpoints" / "last.ckpt").exists()
@@ -142,6 +149,10 @@ def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path):
         rows = list(csv.DictReader(f))
     assert any(r.get("val/mmd") for r in rows)
     assert all(r.get("train/loss_ebm", "") != "nan" for r in rows)
+    # one variance per measured step (limit_train_batches=4 per rank), from the whole group
+    measured = [r for r in rows if r.get("grad_var/mcmc/total/variance")]
+    assert len(measured) == 4
+    assert all(float(r["grad_var/mcmc/total/variance"]) > 0 for r in measured)
 
 
 @pytest.mark.slow
@@ -187,3 +198,41 @@ def test_ti_config_trains_with_variance_and_fid_callbacks(run_cli, tmp_path):
     for source in ("per_sample", "mcmc"):
         for group in ("energy", "generator", "total"):
             assert f"grad_var/{source}/{group}/variance" in columns
+
+
+def test_compose_expands_fragments_in_order_and_names_bad_paths(tmp_path):
+    from lebm.cli import expand_compose
+
+    (tmp_path / "frags").mkdir()
+    base = tmp_path / "frags" / "base.yaml"
+    base.write_text("trainer:\n  max_epochs: 3\n")
+    middle = tmp_path / "middle.yaml"
+    middle.write_text("compose: [frags/base.yaml]\ntrainer:\n  max_epochs: 4\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("compose:\n  - middle.yaml\n")
+    expanded = expand_compose(["fit", "-c", str(top), "--trainer.max_epochs=5"])
+    assert expanded == [
+        "fit",
+        *("-c", str(base.resolve()), "-c", str(middle.resolve()), "-c", str(top.resolve())),
+        "--trainer.max_epochs=5",
+    ]
+    assert expand_compose([f"--config={base}"]) == ["-c", str(base.resolve())]
+    top.write_text("compose: [nowhere.yaml]\n")
+    with pytest.raises(FileNotFoundError, match=r"composes 'nowhere.yaml', but .*nowhere.yaml"):
+        expand_compose(["-c", str(top)])
+    base.write_text("compose: [../middle.yaml]\n")
+    with pytest.raises(ValueError, match="include each other in a cycle"):
+        expand_compose(["-c", str(middle)])
+
+
+def test_saved_config_stands_alone(run_cli, tmp_path, capsys):
+    """The run folder's config.yaml is the merged result: no compose list left to resolve."""
+    fit(run_cli, tmp_path)
+    saved = tmp_path / "version_0" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["compose"] is None
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "-c", str(saved), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["class_path"] == "datamodules.MoonsDataModule"
+    assert printed["model"]["init_args"]["posterior_sampler"]["init_args"]["n_steps"] == 5

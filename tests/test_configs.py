@@ -2,8 +2,9 @@
 
 Image sets that are not on this machine get tiny fake files in their real formats
 (``tests/fake_datasets.py``); chains, diffusion steps, batch sizes and callback sample counts
-are shrunk so each config runs in seconds. Inception FID callbacks are dropped (their weights
-file cannot exist here; ``tests/test_fid.py`` tests that path with random weights).
+are shrunk (and the GPU-sized U-Nets narrowed) so each config runs in seconds. Inception FID
+callbacks are dropped (their weights file cannot exist here; ``tests/test_fid.py`` tests that
+path with random weights).
 """
 
 import math
@@ -91,6 +92,8 @@ def test_config_trains_two_steps_on_cpu(config, run_cli, tmp_path, monkeypatch):
         "--data.init_args.batch_size=4",
         *[f"--model.init_args.{a}" for a in SHORT_CHAINS[model_name]],
     ]
+    if model_name in ("DDPM", "NCSN") and data_name != "DigitsDataModule":
+        args.append("--model.init_args.net.init_args.base_channels=8")  # GPU-sized U-Nets
     if data_name in FAKE_DATA:
         stub_integrity_checks(monkeypatch)
         FAKE_DATA[data_name](tmp_path / "data")

@@ -142,25 +142,3 @@ def test_bad_arguments_and_models():
 
     with pytest.raises(TypeError, match="learning_losses"):
         GradientVariance().setup(None, Plain(), "fit")
-
-
-@pytest.mark.slow
-def test_callback_under_ddp_spawn(tmp_path):
-    model = LatentEBM(data_shape=(2,), **tiny_latent_ebm_args(hidden=8, steps=3))
-    trainer = quiet_trainer(
-        tmp_path,
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=CSVLogger(tmp_path),
-        log_every_n_steps=1,
-        callbacks=[GradientVariance(every_n_steps=1, probe_size=8, num_redraws=3)],
-    )
-    trainer.fit(model, MoonsDataModule(num_samples=400, batch_size=16))
-    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("grad_var/mcmc/total/variance")]
-    assert len(rows) == 3  # one value per measured step, from the whole group
-    assert all(float(r["grad_var/mcmc/total/variance"]) > 0 for r in rows)
