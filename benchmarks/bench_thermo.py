@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -38,6 +37,7 @@ from benchmarks.bench_latent_ebm import (
 from callbacks import GradientVariance
 from lebm.models import LatentEBM, ThermoLatentEBM
 from lebm.models.latent_ebm import Posterior
+from lebm.thermo import PowerPosteriorSamples
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results_thermo.md"
 NUM_TEMPERATURES = 10
@@ -80,8 +80,8 @@ def looped_ti_iteration(model: ThermoLatentEBM, x: torch.Tensor) -> None:
     z = torch.stack(chains)[:, None]  # (N_t, 1, B, d)
     z_neg = model.sample_prior(len(x)).sample
     loss_ebm = (model.energy(z_neg) - model.energy(z[-1, 0])).mean()
-    # generator_loss reads only the chains' states (posterior.state.z) of the ladder
-    loss_gen, _ = model.generator_loss(x, Posterior(z[-1, 0], SimpleNamespace(z=z)))
+    ladder = PowerPosteriorSamples(z, torch.zeros(z.shape[:3]), None, torch.zeros(()))
+    loss_gen, _ = model.generator_loss(x, Posterior(z[-1, 0], ladder))
     (loss_ebm + loss_gen.mean()).backward()
 
 

@@ -7,8 +7,9 @@
   ``gradient_groups()`` protocol of :mod:`lebm.grad_stats` (the gradient-variance callback);
 * evaluation: every validation / test batch is compared with as many fresh samples (MMD^2 and
   sliced Wasserstein distance, :class:`lebm.metrics.SampleQuality`, DDP-correct), drawn with a
-  generator seeded by the batch index so that epochs compare and evaluation leaves the training
-  random stream untouched; a model adds its own per-batch metrics in :meth:`evaluation_metrics`;
+  generator seeded by the batch index and rank, so that epochs compare, DDP ranks draw
+  different samples and evaluation leaves the training random stream untouched; a model adds
+  its own per-batch metrics in :meth:`evaluation_metrics`;
 * ``predict_step`` (``lebm predict``: sample requests in, samples out);
 * hyperparameters: every ``__init__`` argument of the model and its parents, with components
   (network factories, sampler objects) stored as ``{"class_path", "init_args"}`` plain data,
@@ -90,7 +91,10 @@ class GenerativeModel(L.LightningModule):
     # ----------------------------------------------------------------- Lightning
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         x = batch_data(batch)
-        generator = torch.Generator(self.device).manual_seed(batch_idx)
+        # a stream per (batch, rank): epochs compare, and DDP ranks draw different samples
+        world_size = self._trainer.world_size if self._trainer is not None else 1
+        seed = batch_idx * world_size + self.global_rank
+        generator = torch.Generator(self.device).manual_seed(seed)
         for name, value in self.evaluation_metrics(x, generator).items():
             self.log(f"{stage}/{name}", value, sync_dist=True)
         quality = self.val_quality if stage == "val" else self.test_quality
