@@ -11,6 +11,7 @@ role                          call made by the model                          ma
 latent energy ``f(z)``        ``energy(latent_dim)``                          (B, d) -> (B,)
 generator ``g(z)``            ``generator(latent_dim, data_shape)``           (B, d) -> (B, *data_shape)
 conditional net ``n(x, c)``   ``net(data_shape)``                             (B, *data_shape), (B,) -> (B, *data_shape)
+encoder ``e(x)`` (VAE)        ``encoder(data_shape, out_features)``           (B, *data_shape) -> (B, out_features)
 ============================  ==============================================  ===============
 
 LightningCLI (jsonargparse) turns a config entry ``{class_path: ..., init_args: {...}}`` into
@@ -38,6 +39,9 @@ EnergyFactory = Callable[[int], nn.Module]
 
 GeneratorFactory = Callable[[int, tuple[int, ...]], nn.Module]
 """``generator(latent_dim, data_shape) -> g``, with ``g(z)``: (B, latent_dim) -> (B, *data_shape)."""
+
+EncoderFactory = Callable[[tuple[int, ...], int], nn.Module]
+"""``encoder(data_shape, out_features) -> e``, with ``e(x)``: (B, *data_shape) -> (B, out_features)."""
 
 ConditionalNetFactory = Callable[[tuple[int, ...]], nn.Module]
 """``net(data_shape) -> n``, with ``n(x, c)``: (B, *data_shape), (B,) -> (B, *data_shape)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from lebm.nets import (
     ConvEncoder,
     ConvEnergy,
     DCGANGenerator,
+    EncoderMLP,
     UNet,
     sinusoidal_embedding,
 )
@@ -95,6 +97,30 @@ def test_generator_output_is_tanh_bounded():
     assert x.abs().max() > 0.9  # saturates for large z: the output really goes through tanh
 
 
+def test_generator_linear_output_is_the_tanh_generators_pre_activation():
+    tanh = DCGANGenerator(latent_dim=4, data_shape=(1, 16, 16), base_width=4)
+    linear = DCGANGenerator(4, (1, 16, 16), base_width=4, output_activation="none")
+    assert type(tanh.net[-1]) is nn.Tanh and type(linear.net[-1]) is nn.ConvTranspose2d
+    linear.load_state_dict(tanh.state_dict())  # the same parameters
+    z = 100.0 * torch.randn(16, 4, generator=_gen())
+    logits = linear(z)
+    assert logits.abs().max() > 1.0  # unbounded: Bernoulli logits, unclamped locations
+    assert torch.allclose(torch.tanh(logits), tanh(z), atol=1e-6)
+    with pytest.raises(ValueError, match="output_activation must be 'tanh' or 'none', got 'relu'"):
+        DCGANGenerator(4, (1, 16, 16), output_activation="relu")
+
+
+def test_encoder_mlp_flattens_and_sizes_have_no_defaults():
+    enc = EncoderMLP((1, 4, 4), 6, hidden=8, depth=1)
+    x = torch.randn(5, 1, 4, 4, generator=_gen())
+    out = enc(x)
+    assert out.shape == (5, 6)
+    assert torch.equal(out, enc.net(x.reshape(5, 16)))
+    for cls in (EncoderMLP, ConvEncoder):  # run-time sizes stay out of stored configs
+        defaults = {n for n, p in inspect.signature(cls).parameters.items() if p.default is p.empty}
+        assert defaults == {"data_shape", "out_features"}, cls
+
+
 def test_batch_norm_variants():
     g = DCGANGenerator(4, (1, 16, 16), base_width=4, batch_norm=True)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 2
@@ -109,7 +135,7 @@ def test_conv_errors_name_argument_value_and_choices():
     ):
         DCGANGenerator(10, (3, 24, 24))
     with pytest.raises(ValueError, match="image_size must be one of"):
-        ConvEncoder((3, 48, 48))
+        ConvEncoder((3, 48, 48), 2)
     with pytest.raises(ValueError, match="latent_dim must be >= 1, got 0"):
         DCGANGenerator(0, (3, 32, 32))
     with pytest.raises(ValueError, match="base_width must be >= 1"):
@@ -119,7 +145,7 @@ def test_conv_errors_name_argument_value_and_choices():
     with pytest.raises(ValueError, match=r"expects z of shape \(B, 10\)"):
         DCGANGenerator(10, (3, 8, 8), base_width=2)(torch.randn(2, 11))
     with pytest.raises(ValueError, match=r"expects input of shape \(B, 3, 16, 16\)"):
-        ConvEncoder((3, 16, 16), base_width=2)(torch.randn(2, 3, 32, 32))
+        ConvEncoder((3, 16, 16), 2, base_width=2)(torch.randn(2, 3, 32, 32))
 
 
 # --------------------------------------------------------------------------- embedding

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from lebm.components import as_factory, as_instance, to_config
-from lebm.models import DDPM, NCSN, LatentEBM, ThermoLatentEBM
-from lebm.nets import ConditionalMLP, DCGANGenerator, EnergyMLP, GeneratorMLP
+from lebm.models import DDPM, NCSN, VAE, LatentEBM, ThermoLatentEBM
+from lebm.nets import ConditionalMLP, ConvEncoder, DCGANGenerator, EnergyMLP, GeneratorMLP
 from lebm.samplers import HMC, MALA, Langevin, Sampler
 from tests.conftest import CONFIGS, FAST, tiny_latent_ebm_args
 
@@ -110,6 +110,13 @@ MODELS = {
     ),
     "DDPM": lambda: DDPM(num_timesteps=25, net=partial(ConditionalMLP, hidden=16, depth=1)),
     "NCSN": lambda: NCSN(num_levels=3, steps_per_level=2, net=partial(ConditionalMLP, hidden=16)),
+    "VAE-conv-logistic": lambda: VAE(
+        data_shape=(1, 8, 8),
+        latent_dim=4,
+        encoder=partial(ConvEncoder, base_width=4),
+        decoder=partial(DCGANGenerator, base_width=4, output_activation="none"),
+        likelihood="logistic",
+    ),
 }
 
 

@@ -4,5 +4,6 @@ from lebm.models.ddpm import DDPM
 from lebm.models.latent_ebm import LatentEBM
 from lebm.models.ncsn import NCSN
 from lebm.models.thermo_latent_ebm import ThermoLatentEBM
+from lebm.models.vae import VAE
 
-__all__ = ["DDPM", "LatentEBM", "NCSN", "ThermoLatentEBM"]
+__all__ = ["DDPM", "LatentEBM", "NCSN", "ThermoLatentEBM", "VAE"]

@@ -1,7 +1,7 @@
 """Plain nn.Modules used by the models; each takes typed simple arguments."""
 
 from lebm.nets.conv import ConvEncoder, ConvEnergy, DCGANGenerator
-from lebm.nets.mlp import MLP, Activation, EnergyMLP, GeneratorMLP, make_activation
+from lebm.nets.mlp import MLP, Activation, EncoderMLP, EnergyMLP, GeneratorMLP, make_activation
 from lebm.nets.time_mlp import ConditionalMLP, sinusoidal_embedding
 from lebm.nets.unet import UNet
 
@@ -12,6 +12,7 @@ __all__ = [
     "ConvEncoder",
     "ConvEnergy",
     "DCGANGenerator",
+    "EncoderMLP",
     "EnergyMLP",
     "GeneratorMLP",
     "UNet",

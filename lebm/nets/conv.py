@@ -18,6 +18,8 @@ with widths doubling towards ``8w``, then one valid conv (k4, or k7 for 28 px) t
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
 from lebm.nets.mlp import Activation, make_activation
@@ -58,7 +60,7 @@ class DCGANGenerator(nn.Module):
     """DCGAN-style generator ``g(z)``: (B, latent_dim) -> (B, *data_shape), images (C, S, S).
 
     Transposed convolutions from a 1x1 feature map, ``activation`` between layers, ``tanh`` on
-    the output (data scaled to [-1, 1]). With ``image_size=32``, ``base_width=64`` and no batch
+    the output by default (data scaled to [-1, 1]). With ``image_size=32``, ``base_width=64`` and no batch
     norm this is exactly Pang et al.'s SVHN/CIFAR-10 generator::
 
         ConvT(nz->512, k4 s1 p0) -> ConvT(512->256, k4 s2 p1) -> ConvT(256->128, k4 s2 p1)
@@ -73,6 +75,8 @@ class DCGANGenerator(nn.Module):
         activation: nonlinearity between layers (leaky ReLU has slope 0.2).
         batch_norm: BatchNorm2d after every hidden transposed conv (their bias is then dropped).
             Pang et al. use none.
+        output_activation: ``"tanh"`` (outputs in (-1, 1)) or ``"none"`` (a linear output:
+            logits of a Bernoulli decoder, locations of a likelihood on unbounded values).
 
     Attributes:
         data_shape: ``(channels, image_size, image_size)``.
@@ -85,11 +89,16 @@ class DCGANGenerator(nn.Module):
         base_width: int = 64,
         activation: Activation = "leaky_relu",
         batch_norm: bool = False,
+        output_activation: Literal["tanh", "none"] = "tanh",
     ) -> None:
         super().__init__()
         channels, image_size = image_shape(data_shape, "DCGANGenerator")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if output_activation not in ("tanh", "none"):
+            raise ValueError(
+                f"output_activation must be 'tanh' or 'none', got {output_activation!r}"
+            )
         _check_common(channels, image_size, base_width)
         make_activation(activation)  # validates the name before any layer is built
         self.latent_dim = latent_dim
@@ -109,11 +118,14 @@ class DCGANGenerator(nn.Module):
                 layers.append(nn.BatchNorm2d(out_ch))
             layers.append(make_activation(activation))
             in_ch = out_ch
-        layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1), nn.Tanh()]
+        layers.append(nn.ConvTranspose2d(in_ch, channels, 4, 2, 1))
+        if output_activation == "tanh":
+            layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        """(B, latent_dim) -> (B, channels, image_size, image_size), values in (-1, 1)."""
+        """(B, latent_dim) -> (B, channels, image_size, image_size); values in (-1, 1) with
+        the tanh output."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(
                 f"DCGANGenerator expects z of shape (B, {self.latent_dim}), got {tuple(z.shape)}"
@@ -131,7 +143,8 @@ class ConvEncoder(nn.Module):
 
     Args:
         data_shape: ``(C, S, S)``, S one of 8, 16, 28, 32, 64 (supplied by the model).
-        out_features: output width.
+        out_features: output width (supplied by the model: no default, so a stored config never
+            holds it).
         base_width: ``w``; the last strided conv has ``8 w`` channels.
         activation: nonlinearity after every strided conv (leaky ReLU has slope 0.2).
         batch_norm: BatchNorm2d after every strided conv except the first (as in the DCGAN
@@ -144,7 +157,7 @@ class ConvEncoder(nn.Module):
     def __init__(
         self,
         data_shape: tuple[int, ...],
-        out_features: int = 1,
+        out_features: int,
         base_width: int = 64,
         activation: Activation = "leaky_relu",
         batch_norm: bool = False,

@@ -93,3 +93,31 @@ class GeneratorMLP(MLP):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(z.shape[0], *self.data_shape)
+
+
+class EncoderMLP(MLP):
+    """Encoder ``e(x)``: (B, *data_shape) -> (B, out_features); flattens x, linear output.
+
+    The VAE's default encoder (``out_features = 2 * latent_dim``: mean and log-variance).
+
+    Args:
+        data_shape: shape of one data point (supplied by the model).
+        out_features: output width (supplied by the model).
+        hidden: width of every hidden layer.
+        depth: number of hidden layers.
+        activation: nonlinearity between layers.
+    """
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        out_features: int,
+        hidden: int = 128,
+        depth: int = 2,
+        activation: Activation = "gelu",
+    ) -> None:
+        super().__init__(math.prod(data_shape), out_features, hidden, depth, activation)
+        self.data_shape = tuple(data_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
