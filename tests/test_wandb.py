@@ -1,6 +1,7 @@
 """W&B logging offline: no network, no key; the run's transaction log holds the metrics."""
 
 import struct
+import time
 
 from wandb.proto import wandb_internal_pb2 as pb
 
@@ -30,6 +31,20 @@ def read_records(path):
             pending += data
 
 
+def _summarise(records):
+    """(history keys, config keys, run record) of a transaction log's records."""
+    keys, config, run = set(), set(), None
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        elif kind == "config":
+            config |= {item.key or "/".join(item.nested_key) for item in record.config.update}
+        elif kind == "run":
+            run = record.run
+    return keys, config, run
+
+
 def test_offline_wandb_run_holds_metrics_group_tags_and_config(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -51,16 +66,16 @@ def test_offline_wandb_run_holds_metrics_group_tags_and_config(run_cli, tmp_path
     cli.trainer.loggers[1].experiment.finish()  # flush (a process exit does this for the CLI)
     logs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(logs) == 1
-    keys, config, run = set(), set(), None
-    for record in read_records(logs[0]):
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
-        elif kind == "config":
-            config |= {item.key or "/".join(item.nested_key) for item in record.config.update}
-        elif kind == "run":
-            run = record.run
-    assert {"train/loss_ebm", "train/log_px_ti", "val/mmd"} <= keys
+    expected = {"train/loss_ebm", "train/log_px_ti", "val/mmd"}
+    # W&B's service process writes the log asynchronously: once seen failing (no history
+    # records yet) after finish() in a full-suite run, so re-read for up to 30 s
+    deadline = time.monotonic() + 30
+    while True:
+        keys, config, run = _summarise(read_records(logs[0]))
+        if expected <= keys or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert expected <= keys
     assert run.run_group == "ThermoLatentEBM"
     assert {"data=MoonsDataModule", "p=1.0"} <= set(run.tags)
     assert {"lebm_config", "num_temperatures"} <= config
