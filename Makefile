@@ -5,6 +5,9 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/latent_ebm/moons
 PYTEST_ARGS ?=
+# one pytest-xdist worker per core, at most 4 (each with one torch thread); PYTEST_WORKERS=0
+# runs serially
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 
 .PHONY: install run test test-fast lint bench experiment clean
 
@@ -21,10 +24,10 @@ run: $(STAMP)
 		--trainer.default_root_dir $(RUN_DIR) --trainer.enable_progress_bar false
 
 test: $(STAMP)
-	$(UV) run --frozen pytest -q $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(UV) run --frozen pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -q -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(UV) run --frozen ruff check lebm datamodules callbacks tests benchmarks

@@ -5,6 +5,13 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: one intra-op thread each, so the
+    # workers do not oversubscribe the cores (results never depend on the thread count)
+    import torch
+
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
