@@ -51,8 +51,9 @@ class _Moments:
     def add(self, grads: list[Tensor]) -> None:
         """grads: one (k, *param_shape) tensor per parameter, for k new estimates."""
         k = grads[0].shape[0]
-        sums = [g.flatten(1).double().sum(0) for g in grads]
-        sq = [g.flatten(1).double().pow(2).sum(0) for g in grads]
+        flat = [g.reshape(g.shape[0], -1).double() for g in grads]  # 0-d parameters too
+        sums = [g.sum(0) for g in flat]
+        sq = [g.pow(2).sum(0) for g in flat]
         if self.count == 0:
             self.total, self.total_sq = sums, sq
         else:

@@ -142,3 +142,25 @@ def test_bad_arguments_and_models():
 
     with pytest.raises(TypeError, match="learning_losses"):
         GradientVariance().setup(None, Plain(), "fit")
+
+
+class ScalarShift(nn.Module):
+    """loss_i = (x_i - c)^2 with a 0-d parameter c: per-sample gradient 2 (c - x_i)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor(0.5))
+
+    def learning_losses(self, batch, generator=None):
+        return {"c": (batch - self.c).pow(2)}
+
+    def gradient_groups(self):
+        return {"c": self}
+
+
+def test_zero_dimensional_parameters_are_measured():
+    x = torch.randn(2000, generator=torch.Generator().manual_seed(0))
+    stats = per_sample_gradient_stats(ScalarShift(), x)
+    grads = 2 * (0.5 - x)
+    assert torch.isclose(stats["c"]["variance"].float(), grads.var(), rtol=1e-3)
+    assert torch.isclose(stats["c"]["grad_norm"].float(), grads.mean().abs(), rtol=1e-3)
