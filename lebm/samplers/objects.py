@@ -61,11 +61,14 @@ class Sampler(abc.ABC):
         generator: torch.Generator | None = None,
         step_size: float | Tensor | None = None,
         n_steps: int | None = None,
+        return_trajectory: bool = False,
     ) -> SamplerResult:
         """Run one chain per row of ``z0`` (B, *event) on ``log_prob`` ((B, *event) -> (B,)).
 
         ``step_size`` and ``n_steps`` override the object's settings for this call; a tensor
         step size of shape (B,) gives each chain its own (a temperature ladder in one call).
+        ``return_trajectory`` also returns every state, shape (n_steps + 1, B, *event) (the
+        Langevin autoencoder averages its loss over them).
         """
 
     def _settings(
@@ -102,9 +105,19 @@ class Langevin(Sampler):
 
     mh: bool = False
 
-    def __call__(self, log_prob, z0, *, generator=None, step_size=None, n_steps=None):
+    def __call__(
+        self, log_prob, z0, *, generator=None, step_size=None, n_steps=None, return_trajectory=False
+    ):
         step_size, n_steps = self._settings(step_size, n_steps)
-        return langevin(log_prob, z0, n_steps, step_size, mh=self.mh, generator=generator)
+        return langevin(
+            log_prob,
+            z0,
+            n_steps,
+            step_size,
+            mh=self.mh,
+            generator=generator,
+            return_trajectory=return_trajectory,
+        )
 
 
 class MALA(Langevin):
@@ -139,7 +152,9 @@ class HMC(Sampler):
         self.n_leapfrog = int(n_leapfrog)
         self.mass = float(mass)
 
-    def __call__(self, log_prob, z0, *, generator=None, step_size=None, n_steps=None):
+    def __call__(
+        self, log_prob, z0, *, generator=None, step_size=None, n_steps=None, return_trajectory=False
+    ):
         step_size, n_steps = self._settings(step_size, n_steps)
         return hmc(
             log_prob,
@@ -149,4 +164,5 @@ class HMC(Sampler):
             n_leapfrog=self.n_leapfrog,
             mass=self.mass,
             generator=generator,
+            return_trajectory=return_trajectory,
         )
