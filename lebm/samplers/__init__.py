@@ -4,7 +4,8 @@ tensor, and the sampler objects (settings only) that models take by class path."
 from lebm.samplers.base import LogProb, SamplerDivergenceError, SamplerResult
 from lebm.samplers.hmc import hmc
 from lebm.samplers.langevin import langevin, mala
-from lebm.samplers.objects import HMC, MALA, Langevin, Sampler
+from lebm.samplers.objects import HMC, MALA, Langevin, RandomWalkMetropolis, Sampler
+from lebm.samplers.rwm import RandomWalkResult, random_walk_metropolis
 from lebm.samplers.score_based import (
     DDPMVariance,
     EpsModel,
@@ -18,6 +19,8 @@ __all__ = [
     "HMC",
     "MALA",
     "Langevin",
+    "RandomWalkMetropolis",
+    "RandomWalkResult",
     "Sampler",
     "DDPMVariance",
     "EpsModel",
@@ -31,4 +34,5 @@ __all__ = [
     "hmc",
     "langevin",
     "mala",
+    "random_walk_metropolis",
 ]

@@ -19,7 +19,9 @@ attribute of the same name (that is how it is written into checkpoints) and impl
 
 Step sizes follow lebm's Langevin convention ``z + s grad log pi + sqrt(2 s) eps`` (a paper
 writing ``z - (h^2/2) grad E + h eps`` has ``s = h^2 / 2``); HMC's step size is the leapfrog
-step ``epsilon`` (see :func:`~lebm.samplers.hmc`).
+step ``epsilon`` (see :func:`~lebm.samplers.hmc`); random-walk Metropolis proposes
+``z + sqrt(2 s) eps`` (the Langevin step without its drift; see
+:func:`~lebm.samplers.random_walk_metropolis`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lebm.components import class_path, init_args_of
 from lebm.samplers.base import LogProb, SamplerResult
 from lebm.samplers.hmc import hmc
 from lebm.samplers.langevin import langevin
+from lebm.samplers.rwm import random_walk_metropolis
 
 
 class Sampler(abc.ABC):
@@ -166,3 +169,19 @@ class HMC(Sampler):
             generator=generator,
             return_trajectory=return_trajectory,
         )
+
+
+class RandomWalkMetropolis(Sampler):
+    """Random-walk Metropolis: propose ``z' = z + sqrt(2 s) eps``, accept with probability
+    ``min(1, exp(log pi(z') - log pi(z)))``; no gradient, one forward pass per proposal.
+
+    Args as :class:`Sampler`; ``step_size`` is ``s`` (proposal std ``sqrt(2 s)``: a reference
+    writing ``N(z, sigma^2 I)`` has ``s = sigma^2 / 2``).
+    """
+
+    def __init__(self, n_steps: int = 100, step_size: float = 0.01) -> None:
+        super().__init__(n_steps, step_size)
+
+    def __call__(self, log_prob, z0, *, generator=None, step_size=None, n_steps=None):
+        step_size, n_steps = self._settings(step_size, n_steps)
+        return random_walk_metropolis(log_prob, z0, n_steps, step_size, generator=generator)
