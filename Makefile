@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml uv.lock
 
 install: $(STAMP)
 
-# The main job: LatentEBM on two moons (embedded toy data, about 3 minutes on 2 cores).
+# The main job: LatentEBM on two moons (embedded toy data, about 4 minutes on 2 cores). A progress
+# bar in a terminal, one line per validation epoch otherwise (CI); ends at <run>/report.html.
 run: $(STAMP)
 	$(UV) run --frozen lebm fit -c configs/latent_ebm/moons.yaml \
-		--trainer.default_root_dir $(RUN_DIR) --trainer.enable_progress_bar false
+		--trainer.default_root_dir $(RUN_DIR)
 
 test: $(STAMP)
 	$(UV) run --frozen pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

@@ -3,13 +3,22 @@
     lebm fit     -c configs/latent_ebm/moons.yaml
     lebm test    -c configs/latent_ebm/moons.yaml --ckpt_path <run>/checkpoints/last.ckpt
     lebm predict -c configs/latent_ebm/moons.yaml --ckpt_path <run>/checkpoints/last.ckpt
+    lebm compare runs/latent_ebm/moons runs/ddpm/moons      (see lebm.compare)
 
 What lebm adds to a plain LightningCLI:
 
 - the datamodule's ``data_shape`` is linked into the model's ``data_shape`` (type it once);
 - a CSVLogger writing to ``<trainer.default_root_dir>/version_N`` when no logger is chosen;
-- always-on callbacks: ``checkpoint`` (ModelCheckpoint saving ``last.ckpt``) and
-  ``prediction_writer`` (SampleWriter, used by ``lebm predict``);
+- always-on callbacks: ``checkpoint`` (ModelCheckpoint saving ``last.ckpt``),
+  ``prediction_writer`` (SampleWriter, used by ``lebm predict``), ``progress`` (EpochLines:
+  one line per validation epoch when no progress bar shows) and ``report`` (RunReport:
+  ``<run>/report.html`` at the end of fit and test);
+- progress a person can follow: with ``--progress.mode auto`` (default) Lightning's progress
+  bar shows when standard output is a terminal, and one line per validation epoch otherwise
+  (CI logs, ``make run | tee``); ``bar`` / ``lines`` force one of them;
+- quiet logs: Lightning's advertisement tips, jsonargparse's "args and command line" notice
+  (raised by lebm's own compose expansion) and a torch deprecation warning raised inside
+  Lightning are silenced; warnings about the run itself are kept;
 - ``inference_mode=False`` by default, because validation and prediction run MCMC (autograd);
 - config fragments: a config may start with ``compose: [other.yaml, ...]`` (paths relative to
   it); ``-c config.yaml`` then reads as ``-c other.yaml ... -c config.yaml``, so a config
@@ -19,8 +28,10 @@ What lebm adds to a plain LightningCLI:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +41,32 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from callbacks.prediction_writer import SampleWriter
+from callbacks.progress import EpochLines, stdout_is_terminal
+from callbacks.report import RunReport, final_metrics
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertisement tips ("💡 Tip: ... try installing ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).lstrip().startswith("💡 Tip")
+
+
+def quiet_dependency_noise() -> None:
+    """Silence messages that are not about the user's run (idempotent).
+
+    Dropped: Lightning's advertisement tips and the FutureWarning torch raises when Lightning
+    uses its deprecated ``LeafSpec``. Everything else (Lightning's warnings about the run, such
+    as too few batches for the logging interval, and every lebm warning) stays.
+    """
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in tips.filters):
+        tips.addFilter(_DropTips())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
 
 
 class LebmSaveConfig(SaveConfigCallback):
@@ -141,6 +178,8 @@ class LebmCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
         parser.add_lightning_class_args(SampleWriter, "prediction_writer")
+        parser.add_lightning_class_args(EpochLines, "progress")
+        parser.add_lightning_class_args(RunReport, "report")
 
     def instantiate_classes(self) -> None:
         """Builds datamodule, model and trainer; a datamodule must say its ``data_shape``."""
@@ -154,8 +193,14 @@ class LebmCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        """Always log CSV to the run folder (first, so it names ``trainer.log_dir``)."""
+        """Always log CSV to the run folder (first, so it names ``trainer.log_dir``); show the
+        progress bar only where a person watches a terminal (see ``--progress.mode``)."""
         config = self._get(self.config_init, "trainer", default={})
+        progress = self._get(self.config_init, "progress", default=None)
+        mode = getattr(progress, "mode", "auto")
+        if "enable_progress_bar" not in kwargs and config.get("enable_progress_bar") is not False:
+            if mode == "lines" or (mode == "auto" and not stdout_is_terminal()):
+                kwargs["enable_progress_bar"] = False
         logger = config.get("logger")
         if logger is not False and "logger" not in kwargs:
             root = config.get("default_root_dir") or os.getcwd()
@@ -175,6 +220,7 @@ class LebmCLI(LightningCLI):
             return
         lines = [f"\nlebm {stage} finished. Run folder: {run}"]
         candidates = {
+            "report": run / "report.html",
             "metrics": run / "metrics.csv",
             "samples": run / "samples.png",
             "curves": run / "metrics.png",
@@ -190,7 +236,13 @@ class LebmCLI(LightningCLI):
         if stage == "predict" and writer is not None and writer.last_path is not None:
             lines.append(f"  {'predictions':<11} {writer.last_path}")
         prefix = {"fit": "val/", "validate": "val/", "test": "test/"}.get(stage)
-        if prefix:
+        if prefix == "val/" and stage == "fit":
+            report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
+            last_k = report.last_k if report is not None else 5
+            for name, value in final_metrics(run, prefix, trainer, last_k).items():
+                spread = f"   mean ± sd of the last {value.k}: {value.mean:.5f} ± {value.std:.5f}"
+                lines.append(f"  {name:<11} {value.last:.5f}" + (spread if value.k > 1 else ""))
+        elif prefix:
             for name, value in sorted(trainer.callback_metrics.items()):
                 if name.startswith(prefix) and value.numel() == 1:
                     lines.append(f"  {name:<11} {value.item():.5f}")
@@ -209,26 +261,42 @@ class LebmCLI(LightningCLI):
         self._summary("predict")
 
 
-def run_cli(args: list[str] | None = None, run: bool = True) -> LebmCLI:
-    """Build (and by default run) the CLI; ``args`` lets tests and scripts call it in-process."""
-    args = expand_compose(sys.argv[1:] if args is None else list(args))
-    return LebmCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_defaults={"inference_mode": False},
-        save_config_callback=LebmSaveConfig,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+def run_cli(args: list[str] | None = None, run: bool = True) -> LebmCLI | int:
+    """Build (and by default run) the CLI; ``args`` lets tests and scripts call it in-process.
+
+    ``compare`` is lebm's own subcommand (:mod:`lebm.compare`); it returns an exit code.
+    """
+    quiet_dependency_noise()
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] == "compare":
+        from lebm.compare import main as compare_main
+
+        return compare_main(args[1:])
+    args = expand_compose(args)
+    argv = sys.argv
+    sys.argv = argv[:1]  # LightningCLI warns when given args while sys.argv also has some
+    try:
+        return LebmCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults={"inference_mode": False},
+            save_config_callback=LebmSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = argv
 
 
 def main() -> None:
     """Entry point of the ``lebm`` console script and ``python -m lebm``."""
-    run_cli()
+    result = run_cli()
+    if isinstance(result, int) and result:
+        sys.exit(result)
 
 
 if __name__ == "__main__":

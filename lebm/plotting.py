@@ -128,6 +128,41 @@ def plot_curves(
     return _finish(fig, path)
 
 
+def plot_run_comparison(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    path: str | Path | None = None,
+    xlabel: str = "iteration",
+):
+    """One panel per metric, one line per run (``lebm compare``).
+
+    Args:
+        panels: metric name -> run label -> list of (x, value).
+        path: if given, save there and close.
+        xlabel: label of the x axis (``iteration`` or ``epoch``).
+    """
+    names = [k for k, runs in panels.items() if any(len(v) for v in runs.values())]
+    labels = list(dict.fromkeys(label for name in names for label in panels[name]))
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    cols = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows + 0.4), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for label, series in panels[name].items():
+            if not series:
+                continue
+            xs, ys = zip(*series, strict=True)
+            ax.plot(xs, ys, marker="." if len(xs) < 50 else None, color=colors[label])
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colors[label], marker=".") for label in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 2), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * max(1, math.ceil(len(labels) / 2)) / rows, 1, 1))
+    return _finish(fig, path)
+
+
 def _finish(fig, path: str | Path | None):
     if path is not None:
         path = Path(path)
