@@ -304,6 +304,12 @@ def test_kde_baseline_on_gaussian_data_is_near_the_true_entropy():
     entropy = math.log(2 * math.pi * math.e)
     assert -0.03 < -log_p.mean().item() - entropy < 0.1
     assert 0.1 < bandwidth < 1.0
+    # the same estimate as scikit-learn's (exact tolerances) at the chosen bandwidth
+    from sklearn.neighbors import KernelDensity
+
+    reference = KernelDensity(bandwidth=bandwidth).fit(train.double().numpy())
+    expected = torch.from_numpy(reference.score_samples(test[:200].double().numpy()))
+    assert torch.allclose(log_p[:200].double(), expected, atol=1e-4)
 
 
 # ----------------------------------------------------------------- evaluation and the callback
