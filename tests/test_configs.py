@@ -49,6 +49,7 @@ SHORT_CHAINS = {
     "DDPM": ["num_timesteps=25"],  # the rescaled linear schedule needs T > 20
     "NCSN": ["steps_per_level=2"],
     "VAE": ["iwae_samples=4"],  # the bound runs in the test stage only; small K regardless
+    "LangevinAutoencoder": ["iwae_samples=4", "burn_in=0", "sampler.n_steps=1"],
     "EBM": ["train_sampler.n_steps=2", "sampler.n_steps=2", "grid_size=50", "buffer_size=100"],
 }
 

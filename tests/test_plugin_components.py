@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from lebm.components import as_factory, as_instance, to_config
-from lebm.models import DDPM, NCSN, VAE, LatentEBM, ThermoLatentEBM
-from lebm.nets import ConditionalMLP, ConvEncoder, DCGANGenerator, EnergyMLP, GeneratorMLP
+from lebm.models import DDPM, NCSN, VAE, LangevinAutoencoder, LatentEBM, ThermoLatentEBM
+from lebm.nets import ConditionalMLP, ConvEncoder, DCGANGenerator, EncoderMLP, EnergyMLP, GeneratorMLP
 from lebm.samplers import HMC, MALA, Langevin, Sampler
 from tests.conftest import CONFIGS, FAST, tiny_latent_ebm_args
 
@@ -117,6 +117,9 @@ MODELS = {
         decoder=partial(DCGANGenerator, base_width=4, output_activation="none"),
         likelihood="logistic",
     ),
+    "LangevinAutoencoder": lambda: LangevinAutoencoder(
+        features=8, encoder=partial(EncoderMLP, hidden=8), sampler=HMC(2, 0.01, n_leapfrog=2)
+    ),
 }
 
 
@@ -137,7 +140,7 @@ def test_load_from_checkpoint_needs_no_other_argument(name, tmp_path):
             assert loaded.hparams[name] == value, name
     for name, module in model.named_children():
         assert type(getattr(loaded, name)) is type(module), name
-    for name in ("prior_sampler", "posterior_sampler"):
+    for name in ("prior_sampler", "posterior_sampler", "sampler"):
         assert getattr(loaded, name, None) == getattr(model, name, None), name
     assert loaded.state_dict().keys() == model.state_dict().keys()
     for key, tensor in model.state_dict().items():
