@@ -370,3 +370,35 @@ def test_checkpoint_rebuilds_the_model_with_its_noise_and_buffer(tmp_path):
     fit_loader(cd, tmp_path / "cd", 1, limit_train_batches=1, enable_checkpointing=True)
     reloaded = EBM.load_from_checkpoint(next((tmp_path / "cd").rglob("*.ckpt")))
     assert torch.equal(reloaded.replay_buffer, cd.replay_buffer)
+
+
+@pytest.mark.slow
+def test_cd_with_a_replay_buffer_learns_moons(tmp_path):
+    """Persistent CD on standardised moons (4,000 training points, 2-64-64-1 SiLU MLP, 15
+    Langevin steps of s = 0.005 from a 4,000-chain buffer, 5% restarts, energy L2 0.01, Adam
+    5e-3, 500 iterations of 256): held-out NLL (grid-normalised) below 2.0 nats, where the
+    data's own Gaussian fit scores above 2.5 and a KDE about 1.2 (seen: 1.74; 20 s on a loaded
+    2-core machine)."""
+    torch.manual_seed(0)
+    data = MoonsDataModule(
+        num_samples=5000, standardize=True, batch_size=256, test_fraction=0.0, val_fraction=0.2
+    )
+    model = EBM(
+        energy={
+            "class_path": "lebm.nets.EnergyMLP",
+            "init_args": {"hidden": 64, "activation": "silu"},
+        },
+        train_sampler=Langevin(15, 0.005),
+        buffer_size=4000,
+        energy_l2=0.01,
+        lr=5e-3,
+        grid_size=200,
+    )
+    trainer = quiet_trainer(tmp_path, max_steps=500, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    val = data.split("val")
+    nll = -model.normalized_log_density(val).mean().item()
+    cov = torch.cov(data.split("train").T)
+    gaussian = -torch.distributions.MultivariateNormal(torch.zeros(2), cov).log_prob(val).mean()
+    assert gaussian > 2.5  # the bar is well below what a Gaussian can do
+    assert nll < 2.0, nll
