@@ -239,9 +239,13 @@ class LebmCLI(LightningCLI):
         if prefix == "val/" and stage == "fit":
             report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
             last_k = report.last_k if report is not None else 5
-            for name, value in final_metrics(run, prefix, trainer, last_k).items():
+            finals = final_metrics(run, prefix, trainer, last_k)
+            width = max([11, *(len(name) for name in finals)])
+            for name, value in finals.items():
                 spread = f"   mean ± sd of the last {value.k}: {value.mean:.5f} ± {value.std:.5f}"
-                lines.append(f"  {name:<11} {value.last:.5f}" + (spread if value.k > 1 else ""))
+                lines.append(
+                    f"  {name:<{width}} {value.last:.5f}" + (spread if value.k > 1 else "")
+                )
         elif prefix:
             for name, value in sorted(trainer.callback_metrics.items()):
                 if name.startswith(prefix) and value.numel() == 1:

@@ -1,7 +1,8 @@
 """Sample-quality metrics.
 
-* For low-dimensional data, on the points themselves: RBF MMD^2 and the sliced Wasserstein
-  distance (:class:`SampleQuality`).
+* For low-dimensional data, on the points themselves: RBF MMD^2 (fine and wide bandwidths),
+  the sliced Wasserstein distance and, for data made of separate modes, the error in the mass
+  given to each mode (:class:`SampleQuality`).
 * In a feature space (``lebm.features``): FID, KID and their sample-size-free extrapolations
   FID∞ / KID∞ (:class:`FeatureDistances`, used by ``callbacks.FIDCallback``).
 """
@@ -17,7 +18,16 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat, rank_zero_warn
 
 BANDWIDTH_FACTORS = (0.1, 0.2, 0.5, 1.0)
-"""MMD kernel bandwidths, as multiples of the median pairwise distance of the real points."""
+"""MMD kernel bandwidths (``mmd``), as multiples of the median pairwise distance of the real
+points: the small ones resolve thin structure such as the two moons."""
+
+WIDE_BANDWIDTH_FACTORS = (1.0, 2.0, 4.0)
+"""Bandwidths of ``mmd_wide``, as multiples of the median pairwise distance: kernels as wide as
+the data, which compare how mass is split between distant regions (modes) and are nearly blind
+to thin structure (a Gaussian with the data's mean and covariance scores low)."""
+
+MODE_MAX_DIMS = 3
+"""``mode_weight_error`` is computed for data of at most this many dimensions."""
 
 
 def median_pairwise_distance(x: Tensor, max_points: int = 2000) -> Tensor:
@@ -91,12 +101,94 @@ def sliced_wasserstein(
     return (px - py).pow(2).mean().sqrt().float()
 
 
-class SampleQuality(Metric):
-    """Accumulates real and generated points over an epoch and reports MMD^2 and SWD.
+def mode_components(
+    real: Tensor, neighbour_factor: float = 2.0, min_fraction: float = 0.02
+) -> Tensor | None:
+    """The separate modes of a point cloud: connected components of its neighbourhood graph.
 
-    The MMD bandwidth rule is fixed by the real points only (median pairwise distance times
-    0.1, 0.2, 0.5 and 1: the small ones resolve thin structure such as the two moons), so scores of different models on the same data are comparable. States are
-    concatenated across processes, so the values are the same under DDP.
+    Two real points are linked when closer than ``eps = neighbour_factor * q99``, ``q99`` the
+    99th percentile of the distances from each point to its nearest neighbour (so the rule
+    scales with the sample size and the data's units). Components holding fewer than
+    ``min_fraction`` of the points (stray noise points) are dropped.
+
+    Args:
+        real: shape (N, D), N >= 3.
+
+    Returns:
+        Labels of shape (N,), ``-1`` for dropped points and ``0..K-1`` for the K kept modes,
+        or None when fewer than two modes are kept (nothing to weigh).
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    x = real.flatten(1).double().cpu()
+    if len(x) < 3:
+        return None
+    d = torch.cdist(x, x)
+    nearest = d.masked_fill(torch.eye(len(x), dtype=torch.bool), float("inf")).min(1).values
+    eps = neighbour_factor * nearest.quantile(0.99)
+    _, labels = connected_components((d < eps).numpy(), directed=False)
+    labels = torch.as_tensor(labels)
+    sizes = torch.bincount(labels)
+    kept = (sizes >= min_fraction * len(x)).nonzero().flatten()
+    if len(kept) < 2:
+        return None
+    out = torch.full_like(labels, -1)
+    for k, component in enumerate(kept):
+        out[labels == component] = k
+    return out
+
+
+def mode_weight_error(
+    real: Tensor, fake: Tensor, labels: Tensor | None = None, max_points: int = 2000
+) -> Tensor | None:
+    """Total-variation distance between the real and generated mass of each mode.
+
+    Modes are :func:`mode_components` of the real points; each generated point belongs to the
+    mode of its nearest real point (stray real points excluded). With weights ``w_k`` (real)
+    and ``v_k`` (generated), the error is ``sum_k |v_k - w_k| / 2``: 0 for the right split,
+    0.1 when a tenth of the mass sits in the wrong mode. Its sampling noise with n generated
+    points is about ``sqrt(w (1 - w) / n)`` per mode (0.016 for two equal modes, n = 1000).
+
+    Args:
+        real: shape (N, D); fake: shape (M, D).
+        labels: :func:`mode_components` of ``real[:max_points]`` if already known.
+        max_points: only the first ``max_points`` real points define the modes (the graph
+            costs max_points^2 memory).
+
+    Returns:
+        0-d tensor, or None when the real points form fewer than two modes.
+    """
+    real = real[:max_points]
+    labels = mode_components(real) if labels is None else labels
+    if labels is None:
+        return None
+    keep = labels >= 0
+    anchors = real.flatten(1).double().cpu()[keep]
+    anchor_labels = labels[keep]
+    num_modes = int(anchor_labels.max()) + 1
+    nearest = torch.cdist(fake.flatten(1).double().cpu(), anchors).argmin(1)
+    fake_weights = torch.bincount(anchor_labels[nearest], minlength=num_modes) / len(fake)
+    real_weights = torch.bincount(anchor_labels, minlength=num_modes) / len(anchor_labels)
+    return ((fake_weights - real_weights).abs().sum() / 2).float()
+
+
+class SampleQuality(Metric):
+    """Accumulates real and generated points over an epoch and reports MMD^2, SWD and, for
+    low-dimensional data made of separate modes, the mode-weight error.
+
+    ``compute()`` returns (0-d tensors):
+
+    * ``mmd``: :func:`mmd_rbf` with bandwidths ``BANDWIDTH_FACTORS`` (0.1, 0.2, 0.5, 1) times
+      the median pairwise distance of the real points;
+    * ``mmd_wide``: the same with ``WIDE_BANDWIDTH_FACTORS`` (1, 2, 4) times that distance,
+      which sees how mass is split between modes;
+    * ``swd``: :func:`sliced_wasserstein` over ``num_projections`` directions;
+    * ``mode_weight_error``: :func:`mode_weight_error`, only for data of at most
+      ``MODE_MAX_DIMS`` dimensions whose real points form at least two separate modes.
+
+    The bandwidth rules depend on the real points only, so scores of different models on the
+    same data are comparable. States are concatenated across processes, so the values are the
+    same under DDP.
     """
 
     full_state_update = False
@@ -114,12 +206,18 @@ class SampleQuality(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         real, fake = dim_zero_cat(self.real), dim_zero_cat(self.fake)
-        h = median_pairwise_distance(real)
+        h = median_pairwise_distance(real).item()
         generator = torch.Generator().manual_seed(self.seed)
-        return {
-            "mmd": mmd_rbf(real, fake, [f * h.item() for f in BANDWIDTH_FACTORS]),
+        out = {
+            "mmd": mmd_rbf(real, fake, [f * h for f in BANDWIDTH_FACTORS]),
+            "mmd_wide": mmd_rbf(real, fake, [f * h for f in WIDE_BANDWIDTH_FACTORS]),
             "swd": sliced_wasserstein(real, fake, self.num_projections, generator),
         }
+        if real.shape[1] <= MODE_MAX_DIMS:
+            error = mode_weight_error(real, fake)
+            if error is not None:
+                out["mode_weight_error"] = error.to(real.device)
+        return out
 
 
 # --------------------------------------------------------------------------- FID / KID
