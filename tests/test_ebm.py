@@ -157,21 +157,21 @@ def test_nce_default_noise_is_a_gaussian_fitted_to_the_training_data(tmp_path):
 
 @pytest.mark.slow
 def test_cd_with_mala_chains_recovers_gaussian(tmp_path):
-    """Persistent CD (a 2048-chain buffer, 10 MALA steps of s = 0.05 per batch), Adam 0.01,
-    30 epochs of 32 batches: mean within 0.03, covariance within 0.1 (seen: 0.007, 0.04; SGD
+    """Persistent CD (a 2048-chain buffer, 6 MALA steps of s = 0.05 per batch), Adam 0.01,
+    20 epochs of 32 batches: mean within 0.05, covariance within 0.1 (seen: 0.027, 0.028; SGD
     noise at a constant learning rate is most of it)."""
     torch.manual_seed(0)
     model = EBM(
         energy=QuadraticEnergy,
         objective="cd",
-        train_sampler=MALA(10, 0.05),
+        train_sampler=MALA(6, 0.05),
         buffer_size=2048,
         reinit_fraction=0.0,
         lr=0.01,
     )
-    fit_loader(model, tmp_path, 30)
+    fit_loader(model, tmp_path, 20)
     mean_error, cov_error = errors(model)
-    assert mean_error < 0.03 and cov_error < 0.1, (mean_error, cov_error)
+    assert mean_error < 0.05 and cov_error < 0.1, (mean_error, cov_error)
 
 
 # ----------------------------------------------------------------- buffer and samplers
