@@ -42,8 +42,12 @@ class RandomFeatures(nn.Module):
     def __init__(self, data_shape=None, out_features: int = FEATURES) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        self.register_buffer("a", 3.0 * torch.randn(out_features, 3, generator=g, dtype=torch.float64))
-        self.register_buffer("c", 2 * math.pi * torch.rand(out_features, generator=g, dtype=torch.float64))
+        self.register_buffer(
+            "a", 3.0 * torch.randn(out_features, 3, generator=g, dtype=torch.float64)
+        )
+        self.register_buffer(
+            "c", 2 * math.pi * torch.rand(out_features, generator=g, dtype=torch.float64)
+        )
 
     def forward(self, x):
         return torch.cos(x @ self.a.T + self.c)
@@ -145,7 +149,9 @@ def test_training_moves_phi_by_mcmc_and_the_networks_by_gradient(tmp_path):
     dm = MoonsDataModule(num_samples=256, batch_size=32)
     quiet_trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(model, dm)
     assert not torch.equal(model.phi, phi0)
-    assert all(not torch.equal(p, q) for p, q in zip(model.decoder.parameters(), decoder0))
+    assert all(
+        not torch.equal(p, q) for p, q in zip(model.decoder.parameters(), decoder0, strict=True)
+    )
     assert "phi" in model.state_dict()
 
 
@@ -217,3 +223,26 @@ def test_interpolation_ends_are_the_reconstructions():
     assert path.shape == (3, 5, 2)
     assert torch.allclose(path[:, 0], model.reconstruct(x_a), atol=1e-6)
     assert torch.allclose(path[:, -1], model.reconstruct(x_b), atol=1e-6)
+
+
+def test_fourier_features_meet_the_rank_condition_where_an_mlp_does_not():
+    """On 128 moons points, an MLP's 384 features have a Gram matrix whose 60th eigenvalue is
+    below 1e-3 of the largest (numerically rank-deficient: ALD cannot move the batch's codes
+    independently); FourierEncoder's smallest eigenvalue stays above 1e-4 of the largest."""
+    from lebm.nets import FourierEncoder
+
+    torch.manual_seed(0)
+    dm = MoonsDataModule(num_samples=1000, batch_size=128, standardize=True)
+    dm.setup("fit")
+    x = next(iter(dm.train_dataloader()))
+    x = x[0] if isinstance(x, (list, tuple)) else x
+    with torch.no_grad():
+        for encoder, check in (
+            (EncoderMLP((2,), 384), lambda ev: ev[59] < 1e-3 * ev[0]),
+            (FourierEncoder((2,), 384), lambda ev: ev[-1] > 1e-4 * ev[0]),
+        ):
+            h = encoder(x).double()
+            eigenvalues = torch.linalg.eigvalsh(h @ h.T).flip(0)
+            assert check(eigenvalues), (type(encoder).__name__, eigenvalues[[0, 59, -1]])
+    with pytest.raises(ValueError, match="must exceed 2 \\* num_frequencies"):
+        FourierEncoder((2,), 256, num_frequencies=128)

@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--pairs", type=int, default=6, help="test pairs interpolated")
     parser.add_argument("--points", type=int, default=10, help="points per interpolation")
     parser.add_argument(
-        "extra", nargs="*", help="more CLI overrides for every run (after --), e.g. "
-        "--trainer.limit_train_batches=2"
+        "extra",
+        nargs="*",
+        help="more CLI overrides for every run (after --), e.g. --trainer.limit_train_batches=2",
     )
     args = parser.parse_args(argv)
     out = args.out or Path("runs/experiments/vae_vs_lae") / args.data
@@ -171,8 +172,9 @@ def main(argv: list[str] | None = None) -> str:
         for model_name in MODELS:
             config = args.configs / model_name / f"{args.data}.yaml"
             if not config.exists():
-                raise FileNotFoundError(f"{config} does not exist: no {model_name} config for "
-                                        f"--data {args.data}")
+                raise FileNotFoundError(
+                    f"{config} does not exist: no {model_name} config for --data {args.data}"
+                )
             model, datamodule, metrics = train_and_test(
                 config, seed, out / model_name / f"seed{seed}", args.epochs, args.extra
             )
@@ -183,8 +185,10 @@ def main(argv: list[str] | None = None) -> str:
                 row[name] = sign * metrics.get(key, math.nan)
             row["neg_elbo_fixed_q_per_dim"] = row["neg_elbo_fixed_q"] / dims
             runs.append(row)
-            print(f"{model_name} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                          if isinstance(v, float)))
+            print(
+                f"{model_name} seed {seed}: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
+            )
         interpolation_grid(
             models, datamodule, args.pairs, args.points, out / f"interpolation_seed{seed}.png"
         )

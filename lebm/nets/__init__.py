@@ -1,7 +1,15 @@
 """Plain nn.Modules used by the models; each takes typed simple arguments."""
 
 from lebm.nets.conv import ConvEncoder, ConvEnergy, DCGANGenerator
-from lebm.nets.mlp import MLP, Activation, EncoderMLP, EnergyMLP, GeneratorMLP, make_activation
+from lebm.nets.mlp import (
+    MLP,
+    Activation,
+    EncoderMLP,
+    EnergyMLP,
+    FourierEncoder,
+    GeneratorMLP,
+    make_activation,
+)
 from lebm.nets.time_mlp import ConditionalMLP, sinusoidal_embedding
 from lebm.nets.unet import UNet
 
@@ -14,6 +22,7 @@ __all__ = [
     "DCGANGenerator",
     "EncoderMLP",
     "EnergyMLP",
+    "FourierEncoder",
     "GeneratorMLP",
     "UNet",
     "make_activation",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 Activation = Literal["gelu", "leaky_relu", "silu", "relu", "tanh"]
@@ -121,3 +122,59 @@ class EncoderMLP(MLP):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))
+
+
+class FourierEncoder(nn.Module):
+    """Features of low-dimensional data that stay linearly independent across a batch:
+    ``[EncoderMLP(x), sin(x F), cos(x F)]``, (B, *data_shape) -> (B, out_features).
+
+    ``F`` is a fixed random matrix (D x num_frequencies) with N(0, scale^2) entries (random
+    Fourier features, Rahimi and Recht 2007), drawn from ``seed`` and stored as a buffer. The
+    Langevin autoencoder's encoder needs this on 2-D data: there the features of a smooth MLP
+    span only about ten directions across a batch of 128 points (the eigenvalues of their Gram
+    matrix fall by 1e5 within the first 50), so Langevin on the last layer cannot move the codes
+    of a batch independently and the model collapses to a deterministic autoencoder; fixed
+    high-frequency features make the Gram matrix well conditioned (the ALD theorem's rank
+    condition), while the MLP part keeps the encoder amortised.
+
+    Args:
+        data_shape: shape of one data point (supplied by the model).
+        out_features: output width (supplied by the model); the MLP gives
+            ``out_features - 2 num_frequencies`` of it.
+        num_frequencies: columns of F.
+        scale: standard deviation of F's entries (in units of the standardised data:
+            larger = features decorrelate at shorter distances).
+        hidden: the MLP's hidden width.
+        depth: the MLP's hidden layers.
+        activation: the MLP's nonlinearity.
+        seed: seeds F (a fixed part of the architecture, the same on every run).
+    """
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        out_features: int,
+        num_frequencies: int = 128,
+        scale: float = 30.0,
+        hidden: int = 128,
+        depth: int = 2,
+        activation: Activation = "gelu",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        learned = out_features - 2 * num_frequencies
+        if learned < 1:
+            raise ValueError(
+                f"FourierEncoder: out_features ({out_features}) must exceed 2 * num_frequencies "
+                f"({2 * num_frequencies}); raise the model's features or lower num_frequencies"
+            )
+        self.mlp = EncoderMLP(data_shape, learned, hidden, depth, activation)
+        generator = torch.Generator().manual_seed(seed)
+        frequencies = scale * torch.randn(
+            math.prod(data_shape), num_frequencies, generator=generator
+        )
+        self.register_buffer("frequencies", frequencies)
+
+    def forward(self, x: Tensor) -> Tensor:
+        projection = x.flatten(1) @ self.frequencies
+        return torch.cat([self.mlp(x), projection.sin(), projection.cos()], dim=1)
