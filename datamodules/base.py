@@ -145,14 +145,36 @@ class SplitDataLoaders:
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of shape (B, *data_shape); drops the last partial batch when the
-        train split holds more than ``batch_size`` points. Shuffling is seeded from ``seed``."""
+        train split holds more than ``batch_size`` points. Shuffling is seeded from ``seed``:
+        epoch k's order is the k-th permutation the generator draws, and a run resumed from a
+        checkpoint continues the generator's stream (see :meth:`state_dict`)."""
         train = self._split_data("train")
+        generator = torch.Generator().manual_seed(self.seed)
+        restored = getattr(self, "_restored_generator_state", None)
+        if restored is not None:
+            generator.set_state(restored)
+            self._restored_generator_state = None
+        self._train_generator = generator
         return self._loader(
             train,
             shuffle=True,
             drop_last=len(train) > self.batch_size,  # type: ignore[arg-type]
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=generator,
         )
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the datamodule: the state of the train-shuffling generator
+        (a uint8 tensor) once a train loader exists, so a resumed run draws the data order the
+        uninterrupted run would have drawn next. Saved by Lightning at checkpoint time."""
+        generator = getattr(self, "_train_generator", None)
+        return {} if generator is None else {"train_generator": generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restores :meth:`state_dict`; applied to the next train loader built (Lightning loads
+        the datamodule's state before it asks for the loaders)."""
+        state = state_dict.get("train_generator")
+        if state is not None:
+            self._restored_generator_state = state
 
     def val_dataloader(self) -> DataLoader | list:
         """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
