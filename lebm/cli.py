@@ -9,7 +9,11 @@ What lebm adds to a plain LightningCLI:
 
 - the datamodule's ``data_shape`` is linked into the model's ``data_shape`` (type it once);
 - a CSVLogger writing to ``<trainer.default_root_dir>/version_N`` when no logger is chosen;
-- always-on callbacks: ``checkpoint`` (ModelCheckpoint saving ``last.ckpt``),
+- always-on callbacks: ``checkpoint`` (ModelCheckpoint saving ``last.ckpt`` at the end of
+  every training epoch), ``resume`` (ExactResume: random states in every checkpoint, so a run
+  resumed with ``--ckpt_path`` ends bit-identical to an uninterrupted one; mid-epoch checkpoints
+  refused), ``divergence`` (DivergenceGuard: a non-finite loss or state stops the run with the
+  step, the setting to change and the last good checkpoint, which it never overwrites),
   ``prediction_writer`` (SampleWriter, used by ``lebm predict``), ``progress`` (EpochLines:
   one line per validation epoch when no progress bar shows) and ``report`` (RunReport:
   ``<run>/report.html`` at the end of fit and test);
@@ -40,9 +44,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from callbacks.divergence import DivergenceGuard
 from callbacks.prediction_writer import SampleWriter
 from callbacks.progress import EpochLines, stdout_is_terminal
 from callbacks.report import RunReport, final_metrics
+from callbacks.resume import ExactResume
 
 
 class _DropTips(logging.Filter):
@@ -176,7 +182,13 @@ class LebmCLI(LightningCLI):
             "data.data_shape", "model.init_args.data_shape", apply_on="instantiate"
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+        # at the end of every training epoch (not after a validation that may come mid-epoch or
+        # every n epochs): the points an exact resume starts from (callbacks.resume)
+        parser.set_defaults(
+            {"checkpoint.save_last": True, "checkpoint.save_on_train_epoch_end": True}
+        )
+        parser.add_lightning_class_args(ExactResume, "resume")
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.add_lightning_class_args(SampleWriter, "prediction_writer")
         parser.add_lightning_class_args(EpochLines, "progress")
         parser.add_lightning_class_args(RunReport, "report")
@@ -211,7 +223,11 @@ class LebmCLI(LightningCLI):
             if not any(isinstance(lg, CSVLogger) for lg in loggers):
                 loggers.insert(0, CSVLogger(save_dir=root, name=""))
             kwargs["logger"] = loggers
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # ExactResume first: it puts the random states back before any other epoch-start hook
+        resume = [c for c in trainer.callbacks if isinstance(c, ExactResume)]
+        trainer.callbacks = resume + [c for c in trainer.callbacks if c not in resume]
+        return trainer
 
     def _summary(self, stage: str) -> None:
         trainer = self.trainer
