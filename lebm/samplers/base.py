@@ -184,7 +184,7 @@ def check_finite(
 
     The message names the sampler, how many chains diverged, and for the first bad chain the
     first bad row (through ``where``), the chain index and, when given, its step size; then
-    ``hint``.
+    ``hint`` and the config key of the step size.
 
     Args:
         trace: one row per step and one column per chain, shape (R, B), for example the
@@ -204,5 +204,7 @@ def check_finite(
     step = "" if step_size is None else f", step_size {step_size.flatten()[idx].item():g}"
     raise SamplerDivergenceError(
         f"{name}: {int(chains.sum())} of {len(chains)} chains became non-finite (first at "
-        f"{where(row)}, chain {idx}{step}). {hint}"
+        f"{where(row)}, chain {idx}{step}). {hint} In a config the step size is the sampler's "
+        "`step_size` (model.init_args.<sampler>.init_args.step_size); during `lebm fit` the "
+        "divergence callback adds which sampler it was and the last good checkpoint."
     )
