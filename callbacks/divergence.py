@@ -39,7 +39,9 @@ def parameters_finite(module: torch.nn.Module) -> bool:
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
     if not tensors:
         return True
-    worst = torch.stack([t.detach().abs().amax() if t.numel() else t.new_zeros(()) for t in tensors])
+    worst = torch.stack(
+        [t.detach().abs().amax() if t.numel() else t.new_zeros(()) for t in tensors]
+    )
     return bool(torch.isfinite(worst).all())
 
 
@@ -54,7 +56,9 @@ def _sampler_keys(hparams) -> list[str]:
 
 
 def _optimizer_keys(hparams) -> list[str]:
-    keys = [f"model.init_args.{k}={v}" for k, v in hparams.items() if k == "lr" or k.endswith("_lr")]
+    keys = [
+        f"model.init_args.{k}={v}" for k, v in hparams.items() if k == "lr" or k.endswith("_lr")
+    ]
     if "grad_clip" in hparams:
         keys.append(f"model.init_args.grad_clip={hparams['grad_clip']} (set it, or lower it)")
     return keys

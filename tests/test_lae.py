@@ -192,6 +192,7 @@ def test_a_batch_wider_than_the_features_is_warned_about():
         ({"sampler": MALA(0, 1e-5)}, "sampler.n_steps is T"),
         ({"likelihood": "poisson"}, "likelihood must be one of"),
         ({"fixed_q_sigma": 0.0}, "fixed_q_sigma must be > 0"),
+        ({"target_acceptance": 1.0}, "target_acceptance must be in"),
     ],
 )
 def test_bad_arguments_are_named(args, message):
@@ -246,3 +247,16 @@ def test_fourier_features_meet_the_rank_condition_where_an_mlp_does_not():
             assert check(eigenvalues), (type(encoder).__name__, eigenvalues[[0, 59, -1]])
     with pytest.raises(ValueError, match="must exceed 2 \\* num_frequencies"):
         FourierEncoder((2,), 256, num_frequencies=128)
+
+
+def test_step_size_adapts_towards_the_target_acceptance(tmp_path):
+    """Started far too large (every proposal rejected), the adapted step size falls; the
+    unadapted one stays; adaptation without an MH test is refused."""
+    dm = MoonsDataModule(num_samples=512, batch_size=32)
+    adapted = LangevinAutoencoder(**TINY | {"sampler": MALA(2, 1.0), "target_acceptance": 0.6})
+    fixed = LangevinAutoencoder(**TINY | {"sampler": MALA(2, 1.0)})
+    for model in (adapted, fixed):
+        quiet_trainer(tmp_path, max_steps=10, limit_val_batches=0).fit(model, dm)
+    assert adapted.step_size < 0.9 and fixed.step_size == 1.0
+    with pytest.raises(ValueError, match="has no MH test"):
+        LangevinAutoencoder(**TINY | {"sampler": Langevin(2, 1e-5), "target_acceptance": 0.6})

@@ -14,7 +14,14 @@ from torch import Tensor, nn
 
 from lebm.components import as_factory, as_instance, to_config
 from lebm.models import DDPM, NCSN, VAE, LangevinAutoencoder, LatentEBM, ThermoLatentEBM
-from lebm.nets import ConditionalMLP, ConvEncoder, DCGANGenerator, EncoderMLP, EnergyMLP, GeneratorMLP
+from lebm.nets import (
+    ConditionalMLP,
+    ConvEncoder,
+    DCGANGenerator,
+    EncoderMLP,
+    EnergyMLP,
+    GeneratorMLP,
+)
 from lebm.samplers import HMC, MALA, Langevin, Sampler
 from tests.conftest import CONFIGS, FAST, tiny_latent_ebm_args
 

@@ -23,7 +23,9 @@ MODELS = {
     "ThermoLatentEBM": lambda: ThermoLatentEBM(
         num_temperatures=3, **tiny_latent_ebm_args(hidden=8, steps=3)
     ),
-    "VAE": lambda: VAE(encoder=partial(EncoderMLP, hidden=8), decoder=partial(GeneratorMLP, hidden=8)),
+    "VAE": lambda: VAE(
+        encoder=partial(EncoderMLP, hidden=8), decoder=partial(GeneratorMLP, hidden=8)
+    ),
     "LangevinAutoencoder": lambda: LangevinAutoencoder(
         features=16,
         encoder=partial(EncoderMLP, hidden=8),

@@ -74,6 +74,12 @@ class LangevinAutoencoder(AutoencoderBase):
             ``n_steps`` is T, the steps whose potential is averaged; its step size is ``s`` on
             the batch-sum potential (module docstring).
         burn_in: transitions run before the T kept ones each iteration (discarded).
+        target_acceptance: None keeps the sampler's step size fixed. A value in (0, 1) adapts
+            it after every training iteration, ``log s += adapt_rate (acceptance - target)``
+            (Robbins-Monro on the MH acceptance; MH samplers only), so the chain keeps moving
+            as the posterior sharpens during training; not in the paper. The current step size
+            is the buffer ``step_size`` (checkpointed) and is logged as ``train/step_size``.
+        adapt_rate: the adaptation's gain.
         lr: Adam learning rate of theta, psi and a learned likelihood scale.
         fixed_q_sigma: sigma of the evaluation q around ``Phi g_psi(x)`` (paper: 0.05).
         iwae_samples: K of the importance-weighted bound (test stage).
@@ -96,6 +102,8 @@ class LangevinAutoencoder(AutoencoderBase):
         initial_scale: float = 0.1,
         sampler: Sampler = DEFAULT_SAMPLER,
         burn_in: int = 1,
+        target_acceptance: float | None = None,
+        adapt_rate: float = 0.05,
         lr: float = 1e-3,
         fixed_q_sigma: float = 0.05,
         iwae_samples: int = 100,
@@ -121,6 +129,13 @@ class LangevinAutoencoder(AutoencoderBase):
                 f"potential is averaged; it must be >= 1, got {self.sampler.n_steps}"
             )
         # nn.Linear's initialisation of a (latent_dim x features) weight: U(-1/sqrt(F), 1/sqrt(F))
+        if target_acceptance is not None and not getattr(self.sampler, "mh", True):
+            raise ValueError(
+                "LangevinAutoencoder: target_acceptance adapts the step size to an MH "
+                f"acceptance rate, but {self.sampler!r} has no MH test; use lebm.samplers.MALA "
+                "or HMC, or set target_acceptance: null"
+            )
+        self.register_buffer("step_size", torch.tensor(self.sampler.step_size))
         bound = 1.0 / math.sqrt(features)
         self.register_buffer("phi", torch.empty(latent_dim, features).uniform_(-bound, bound))
         self._warned_width = False
@@ -177,6 +192,7 @@ class LangevinAutoencoder(AutoencoderBase):
             log_prob,
             start[None],
             generator=generator,
+            step_size=self.step_size.item(),
             n_steps=self.hparams.burn_in + self.sampler.n_steps,
             return_trajectory=True,
         )
@@ -229,6 +245,10 @@ class LangevinAutoencoder(AutoencoderBase):
         }
         if result.acceptance_rate is not None:
             logs["acceptance"] = result.acceptance_rate.mean()
+            if self.hparams.target_acceptance is not None:
+                error = logs["acceptance"] - self.hparams.target_acceptance
+                self.step_size.mul_(torch.exp(self.hparams.adapt_rate * error))
+        logs["step_size"] = self.step_size.clone()
         self.log_dict({f"train/{k}": v for k, v in self._log_likelihood_scale(logs).items()})
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -243,6 +263,11 @@ def _validate(args: dict) -> None:
     for name in ("features", "lr"):
         if not args[name] > 0:
             problems.append(f"{name} must be > 0, got {args[name]}")
+    target = args["target_acceptance"]
+    if target is not None and not 0 < target < 1:
+        problems.append(f"target_acceptance must be in (0, 1) or None, got {target}")
+    if not args["adapt_rate"] > 0:
+        problems.append(f"adapt_rate must be > 0, got {args['adapt_rate']}")
     if int(args["burn_in"]) != args["burn_in"] or args["burn_in"] < 0:
         problems.append(f"burn_in must be an int >= 0, got {args['burn_in']}")
     if problems:
