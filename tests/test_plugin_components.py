@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.components import as_factory, as_instance, to_config
-from lebm.models import DDPM, NCSN, VAE, LangevinAutoencoder, LatentEBM, ThermoLatentEBM
+from lebm.models import DDPM, NCSN, VAE, VAEBM, LangevinAutoencoder, LatentEBM, ThermoLatentEBM
 from lebm.nets import (
     ConditionalMLP,
     ConvEncoder,
@@ -126,6 +126,9 @@ MODELS = {
     ),
     "LangevinAutoencoder": lambda: LangevinAutoencoder(
         features=8, encoder=partial(EncoderMLP, hidden=8), sampler=HMC(2, 0.01, n_leapfrog=2)
+    ),
+    "VAEBM": lambda: VAEBM(
+        vae=partial(VAE, encoder=partial(EncoderMLP, hidden=8)), sampler=HMC(2, 0.05), buffer_size=8
     ),
 }
 

@@ -12,7 +12,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from callbacks import DivergenceGuard, ExactResume
 from callbacks.resume import MidEpochResumeError
 from datamodules import MoonsDataModule
-from lebm.models import DDPM, EBM, NCSN, VAE, LangevinAutoencoder, LatentEBM, ThermoLatentEBM
+from lebm.models import (
+    DDPM,
+    EBM,
+    NCSN,
+    VAE,
+    VAEBM,
+    LangevinAutoencoder,
+    LatentEBM,
+    ThermoLatentEBM,
+)
 from lebm.nets import ConditionalMLP, EncoderMLP, EnergyMLP, GeneratorMLP
 from lebm.samplers import MALA, Langevin
 from tests.conftest import tiny_latent_ebm_args
@@ -34,6 +43,15 @@ MODELS = {
     ),
     "EBM": lambda: EBM(
         energy=partial(EnergyMLP, hidden=8), train_sampler=Langevin(3, 0.01), buffer_size=64
+    ),
+    "VAEBM": lambda: VAEBM(
+        vae=partial(
+            VAE, encoder=partial(EncoderMLP, hidden=8), decoder=partial(GeneratorMLP, hidden=8)
+        ),
+        energy=partial(EnergyMLP, hidden=8),
+        vae_epochs=1,
+        train_sampler=Langevin(3, 0.01),
+        buffer_size=64,
     ),
     "DDPM": lambda: DDPM(num_timesteps=25, net=TINY_NET, ema_decay=0.9),
     "NCSN": lambda: NCSN(num_levels=3, steps_per_level=3, net=TINY_NET),
