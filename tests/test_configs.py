@@ -51,6 +51,7 @@ SHORT_CHAINS = {
     "VAE": ["iwae_samples=4"],  # the bound runs in the test stage only; small K regardless
     "LangevinAutoencoder": ["iwae_samples=4", "burn_in=0", "sampler.n_steps=1"],
     "EBM": ["train_sampler.n_steps=2", "sampler.n_steps=2", "grid_size=50", "buffer_size=100"],
+    "VAEBM": ["train_sampler.n_steps=2", "sampler.n_steps=2", "buffer_size=100", "vae_epochs=0"],
 }
 
 

@@ -66,7 +66,7 @@ from lebm.samplers import Langevin, Sampler, SamplerDivergenceError, SamplerResu
 EnergyInput = Literal["x", "xz"]
 ENERGY_INPUTS = ("x", "xz")
 
-VAEFactory = Callable[..., VAE]
+VAEFactory = Callable[[tuple[int, ...]], VAE]
 """``vae(data_shape=...) -> VAE`` (config: ``class_path: lebm.models.VAE`` + ``init_args``)."""
 
 DataEnergyFactory = Callable[[int | tuple[int, ...]], nn.Module]
