@@ -155,6 +155,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--epochs", type=int, default=None, help="default: the configs' epochs")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--configs", type=Path, default=Path(__file__).parents[2] / "configs")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="models to (re)train; rows of the others are kept from --out's runs.csv",
+    )
     parser.add_argument("--pairs", type=int, default=6, help="test pairs interpolated")
     parser.add_argument("--points", type=int, default=10, help="points per interpolation")
     parser.add_argument(
@@ -167,9 +174,15 @@ def main(argv: list[str] | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
 
     runs = []
+    if set(args.models) != set(MODELS) and (out / "runs.csv").exists():
+        with open(out / "runs.csv", newline="") as f:  # keep the other models' finished runs
+            for row in csv.DictReader(f):
+                if row["model"] not in args.models:
+                    row = {k: v if k == "model" else float(v) for k, v in row.items()}
+                    runs.append(row | {"seed": int(row["seed"])})
     for seed in args.seeds:
         models, datamodule = {}, None
-        for model_name in MODELS:
+        for model_name in args.models:
             config = args.configs / model_name / f"{args.data}.yaml"
             if not config.exists():
                 raise FileNotFoundError(
@@ -189,14 +202,16 @@ def main(argv: list[str] | None = None) -> str:
                 f"{model_name} seed {seed}: "
                 + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
             )
-        interpolation_grid(
-            models, datamodule, args.pairs, args.points, out / f"interpolation_seed{seed}.png"
-        )
+        if set(models) == set(MODELS):
+            interpolation_grid(
+                models, datamodule, args.pairs, args.points, out / f"interpolation_seed{seed}.png"
+            )
     with open(out / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(runs[0]))
         writer.writeheader()
         writer.writerows(runs)
     epochs_note = f"{args.epochs} epochs" if args.epochs else "the configs' epochs"
+    runs.sort(key=lambda r: (MODELS.index(r["model"]), r["seed"]))
     markdown = summarise(runs, dims, args.data, epochs_note, out)
     print(markdown)
     print(f"wrote {out}")
