@@ -136,6 +136,7 @@ class EBM(GenerativeModel):
         lr: Adam learning rate.
         betas: Adam betas.
         weight_decay: Adam (decoupled) weight decay.
+        lr_decay: ExponentialLR gamma applied once per epoch (1.0 = constant rate).
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class EBM(GenerativeModel):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
+        lr_decay: float = 1.0,
     ) -> None:
         super().__init__(data_shape)
         _validate(locals())
@@ -400,7 +402,16 @@ class EBM(GenerativeModel):
         params = list(self.energy.parameters())
         if self.log_normalizer is not None:
             params += list(self.log_normalizer.parameters())
-        return torch.optim.AdamW(params, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.AdamW(
+            params, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay
+        )
+        if hp.lr_decay == 1.0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, hp.lr_decay)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
 
 def _validate(args: dict) -> None:
@@ -425,6 +436,8 @@ def _validate(args: dict) -> None:
     for name in ("energy_l2", "data_noise", "weight_decay"):
         if not args[name] >= 0:
             problems.append(f"{name} must be >= 0, got {args[name]}")
+    if not 0.0 < args["lr_decay"] <= 1.0:
+        problems.append(f"lr_decay (ExponentialLR gamma) must be in (0, 1], got {args['lr_decay']}")
     if not 0.0 <= args["reinit_fraction"] <= 1.0:
         problems.append(f"reinit_fraction must be in [0, 1], got {args['reinit_fraction']}")
     if len(args["betas"]) != 2 or not all(0.0 <= b < 1.0 for b in args["betas"]):
