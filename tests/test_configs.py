@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from callbacks import FIDCallback, GradientVariance, SamplePlotter
+from callbacks import DensityMap, FIDCallback, GradientVariance, SamplePlotter
 from lebm.features import InceptionFeatures
 from tests.conftest import CONFIGS
 from tests.fake_datasets import (
@@ -116,6 +116,8 @@ def test_config_trains_two_steps_on_cpu(config, run_cli, tmp_path, monkeypatch):
             cb.num_samples, cb.num_images = 16, 4
         elif isinstance(cb, GradientVariance):
             cb.probe_size, cb.num_redraws = 4, 2
+        elif isinstance(cb, DensityMap):  # the KDE's bandwidth search on 500 points, not 8,000
+            cb.max_points, cb.resolution = 500, 40
         callbacks.append(cb)
     trainer.callbacks = callbacks
     trainer.limit_val_batches = 1  # int: one batch (the CLI parses "1" as the fraction 1.0)

@@ -245,6 +245,8 @@ def test_bad_hyperparameters_name_the_argument():
         EBM(grid_bounds=(4.0, -4.0))
     with pytest.raises(ValueError, match="energy_l2 must be >= 0"):
         EBM(energy_l2=-1.0)
+    with pytest.raises(ValueError, match="lr_decay .* must be in \\(0, 1\\], got 1.5"):
+        EBM(lr_decay=1.5)
 
 
 class NaNAfter(nn.Module):
