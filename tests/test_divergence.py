@@ -15,7 +15,7 @@ from lebm.models import DDPM, LatentEBM
 from lebm.nets import ConditionalMLP
 from lebm.samplers import Langevin
 from lebm.samplers.base import SamplerDivergenceError
-from tests.conftest import tiny_latent_ebm_args
+from tests.conftest import quiet_trainer, tiny_latent_ebm_args
 
 
 class PoisonAt(Callback):
@@ -33,15 +33,12 @@ class PoisonAt(Callback):
 
 def fit(model, root, *callbacks, max_epochs=3):
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_on_train_epoch_end=True)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        root,
         max_epochs=max_epochs,
         limit_val_batches=0,
-        inference_mode=False,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_checkpointing=True,
         callbacks=[ExactResume(), DivergenceGuard(), checkpoint, *callbacks],
-        default_root_dir=root,
     )
     trainer.fit(model, datamodule=MoonsDataModule(num_samples=200, batch_size=32))
     return trainer

@@ -24,7 +24,7 @@ from lebm.models import (
 )
 from lebm.nets import ConditionalMLP, EncoderMLP, EnergyMLP, GeneratorMLP
 from lebm.samplers import MALA, Langevin
-from tests.conftest import tiny_latent_ebm_args
+from tests.conftest import quiet_trainer, tiny_latent_ebm_args
 
 TINY_NET = partial(ConditionalMLP, hidden=16, depth=1)
 MODELS = {
@@ -66,15 +66,12 @@ def fit(make_model, root, max_epochs: int, ckpt_path=None, **checkpoint_args):
     checkpoint = ModelCheckpoint(
         dirpath=root, save_last=True, save_on_train_epoch_end=True, **checkpoint_args
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        root,
         max_epochs=max_epochs,
         limit_val_batches=0,
-        inference_mode=False,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_checkpointing=True,
         callbacks=[ExactResume(), DivergenceGuard(), checkpoint],
-        default_root_dir=root,
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, model
