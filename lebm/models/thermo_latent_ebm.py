@@ -21,6 +21,15 @@ batched tensor, and
 
 The EBM is trained in every mode (the earlier JAX implementation froze it; see
 ``tests/test_thermo.py``).
+
+After the seed (REFERENCE §12): ``ladder="adaptive"`` re-places the interior temperatures every
+``adapt_every`` training iterations so adjacent power posteriors are equally far apart in
+symmetrised KL (:func:`lebm.thermo.adapt_temperatures`); the ladder is the buffer
+``ladder_t`` (checkpointed, so a resumed run continues with it) and is logged as
+``train/temperature/tNN``. ``swap_every`` turns on replica exchange between adjacent
+temperatures (:func:`lebm.thermo.replica_exchange`), logged as ``train/swap_rate/pNN`` (pair
+``(t_NN, t_NN+1)``). ``chunk_size`` caps the chains per network evaluation (sampling) and per
+generator forward pass (the loss, through activation checkpointing) without changing the result.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from lebm.losses import gaussian_log_likelihood
 from lebm.models.latent_ebm import LatentEBM, Posterior
@@ -36,6 +46,7 @@ from lebm.thermo import (
     ChainInit,
     PowerPosteriorSamples,
     TemperatureLadder,
+    adapt_temperatures,
     expected_log_likelihoods,
     sample_power_posteriors,
 )
@@ -55,6 +66,17 @@ class ThermoLatentEBM(LatentEBM):
         num_chains: chains per (temperature, data point); ``"exact"`` needs >= 2.
         generator_objective: ``"tempered"`` or ``"exact"`` (see the module docstring).
         negatives: ``"prior"`` or ``"ladder"`` (see the module docstring).
+        ladder: ``"fixed"`` (the schedule above throughout) or ``"adaptive"`` (start from it,
+            then equalise the symmetrised KL between neighbours every ``adapt_every``
+            iterations; see :func:`lebm.thermo.adapt_temperatures`).
+        adapt_every: training iterations between ladder updates (adaptive only).
+        adapt_rate: fraction of the way to the equal-distance ladder taken per update, in
+            (0, 1] (smooths the noise of one batch's estimate).
+        swap_every: replica exchange between adjacent temperatures after every
+            ``swap_every`` sampler steps (None: independent chains); needs
+            ``chain_init="independent"``.
+        chunk_size: chains per network evaluation in the sampler and the generator loss
+            (None: all at once); caps peak memory, same result up to float rounding.
         **kwargs: every LatentEBM argument (``posterior_sampler`` runs the power-posterior
             chains, every temperature in one call).
     """
@@ -70,11 +92,36 @@ class ThermoLatentEBM(LatentEBM):
         num_chains: int = 1,
         generator_objective: Literal["tempered", "exact"] = "tempered",
         negatives: Literal["prior", "ladder"] = "prior",
+        ladder: Literal["fixed", "adaptive"] = "fixed",
+        adapt_every: int = 1,
+        adapt_rate: float = 0.5,
+        swap_every: int | None = None,
+        chunk_size: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.ladder = TemperatureLadder(num_temperatures, temperature_power, temperatures)
+        initial = TemperatureLadder(num_temperatures, temperature_power, temperatures)
+        # the ladder in use: a buffer, so checkpoints carry the adapted temperatures
+        self.register_buffer("ladder_t", initial.t.clone())
+        self.register_buffer("ladder_updates", torch.zeros((), dtype=torch.long))
+        self._train_expected: Tensor | None = None
+        self._collect = False
         problems = []
+        if ladder not in ("fixed", "adaptive"):
+            problems.append(f"ladder must be 'fixed' or 'adaptive', got {ladder!r}")
+        if int(adapt_every) != adapt_every or adapt_every < 1:
+            problems.append(f"adapt_every must be an int >= 1, got {adapt_every}")
+        if not 0 < adapt_rate <= 1:
+            problems.append(f"adapt_rate must be in (0, 1], got {adapt_rate}")
+        if swap_every is not None and (int(swap_every) != swap_every or swap_every < 1):
+            problems.append(f"swap_every must be an int >= 1 or None, got {swap_every}")
+        if swap_every is not None and chain_init != "independent":
+            problems.append(
+                "swap_every (replica exchange) needs chain_init='independent' (every "
+                f"temperature in one population), got chain_init={chain_init!r}"
+            )
+        if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+            problems.append(f"chunk_size must be an int >= 1 or None, got {chunk_size}")
         if chain_init not in ("independent", "annealed"):
             problems.append(f"chain_init must be 'independent' or 'annealed', got {chain_init!r}")
         if steps_per_temperature is not None and steps_per_temperature < 1:
@@ -92,6 +139,11 @@ class ThermoLatentEBM(LatentEBM):
             problems.append(f"negatives must be 'prior' or 'ladder', got {negatives!r}")
         if problems:
             raise ValueError("ThermoLatentEBM: " + "; ".join(problems))
+
+    @property
+    def ladder(self) -> TemperatureLadder:
+        """The temperatures in use (the ``ladder_t`` buffer)."""
+        return TemperatureLadder(temperatures=self.ladder_t)
 
     def sample_power_posteriors(
         self, x: Tensor, generator: torch.Generator | None = None
@@ -114,6 +166,8 @@ class ThermoLatentEBM(LatentEBM):
             init=hp.chain_init,
             num_chains=hp.num_chains,
             init_scale=hp.prior_sigma,
+            swap_every=hp.swap_every,
+            chunk_size=hp.chunk_size,
             generator=generator,
         )
 
@@ -138,7 +192,31 @@ class ThermoLatentEBM(LatentEBM):
         logs["posterior_grad_norm"] = ladder.grad_norm
         if ladder.acceptance_rate is not None:
             logs["posterior_acceptance_rate"] = ladder.acceptance_rate
+        logs |= {f"temperature/t{i:02d}": t for i, t in enumerate(self.ladder_t.float())}
+        if ladder.swap_rate is not None:
+            logs |= {f"swap_rate/p{i:02d}": r for i, r in enumerate(ladder.swap_rate)}
+        if self._collect:  # the training step's own chains feed the ladder adaptation
+            self._train_expected = expected
         return Posterior(ladder.z[-1, 0], ladder, logs)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        """LatentEBM's iteration; then, with ``ladder="adaptive"``, every ``adapt_every``
+        iterations the ladder moves towards equal symmetrised KL between neighbours, from the
+        expected log-likelihoods of this iteration's chains."""
+        self._collect, self._train_expected = True, None
+        try:
+            loss = super().training_step(batch, batch_idx)
+        finally:
+            self._collect = False
+        hp = self.hparams
+        if hp.ladder == "adaptive" and self._train_expected is not None:
+            self.ladder_updates += 1
+            if int(self.ladder_updates) % hp.adapt_every == 0:
+                self.ladder_t.copy_(
+                    adapt_temperatures(self.ladder_t, self._train_expected, hp.adapt_rate)
+                )
+        self._train_expected = None
+        return loss
 
     def negatives(
         self, posterior: Posterior, generator: torch.Generator | None = None
@@ -154,7 +232,7 @@ class ThermoLatentEBM(LatentEBM):
         is that of the t = 1 chains, from the same forward pass."""
         z = posterior.state.z.detach()
         n_t, k, b = z.shape[:3]
-        x_hat = self.generator(z.flatten(0, 2))
+        x_hat = self._generate(z.flatten(0, 2))
         x_all = x.repeat(n_t * k, *([1] * (x.ndim - 1)))
         sigma = self.hparams.likelihood_sigma
         loglik = gaussian_log_likelihood(x_all, x_hat, sigma).view(n_t, k, b)
@@ -165,3 +243,13 @@ class ThermoLatentEBM(LatentEBM):
             loglik = loglik + t * (held - baseline) * loglik
         mse = (x_hat.detach()[-k * b : -(k - 1) * b or None] - x).pow(2).mean()
         return -self.ladder.integrate(loglik.mean(1)), mse
+
+    def _generate(self, z: Tensor) -> Tensor:
+        """``g(z)``; with ``chunk_size``, chunk by chunk under activation checkpointing (the
+        backward pass recomputes one chunk at a time, so only one chunk's activations live)."""
+        size = self.hparams.chunk_size
+        if size is None or len(z) <= size or not torch.is_grad_enabled():
+            return self.generator(z)
+        return torch.cat(
+            [checkpoint(self.generator, zc, use_reentrant=False) for zc in z.split(size)]
+        )
