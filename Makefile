@@ -34,9 +34,12 @@ lint: $(STAMP)
 	$(UV) run --frozen ruff check lebm datamodules callbacks tests benchmarks
 	$(UV) run --frozen ruff format --check lebm datamodules callbacks tests benchmarks
 
-# Vanilla vs TI latent EBM: gradient variance and sample quality (about 20 min on 2 cores).
+# Vanilla vs TI latent EBM on digits (lebm.experiments.study --preset digits): gradient variance
+# and FID_d over training, plots, CSV, summary.md. EXPERIMENT_ARGS=--quick: a one-minute smoke
+# study on moons; other flags (--seeds, --epochs, --run LABEL=ARGS, --wandb): see the module.
+EXPERIMENT_ARGS ?= --preset digits
 experiment: $(STAMP)
-	$(UV) run --frozen python -m lebm.experiments.ti_variance $(EXPERIMENT_ARGS)
+	$(UV) run --frozen python -m lebm.experiments.study $(EXPERIMENT_ARGS)
 
 bench: $(STAMP)
 	$(UV) run --frozen python -m benchmarks.bench_latent_ebm

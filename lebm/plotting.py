@@ -170,3 +170,33 @@ def _finish(fig, path: str | Path | None):
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def plot_temperature_ladders(
+    ladders: dict[str, dict[int, list[float]]], path: str | Path | None = None
+):
+    """Temperature ladders over training: one panel per run, one line per temperature t_i
+    (ThermoLatentEBM logs them as ``train/temperature/tNN``; an adaptive ladder moves).
+
+    Args:
+        ladders: run label -> temperature index i -> t_i at each logged step, as a list of
+            (step, t_i) pairs.
+        path: if given, save there and close.
+    """
+    cols = max(1, min(3, len(ladders)))
+    rows = max(1, math.ceil(len(ladders) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (label, ladder) in zip(axes.flat, ladders.items(), strict=False):
+        for i, series in sorted(ladder.items()):
+            if series:
+                steps, values = zip(*series, strict=True)
+                ax.plot(steps, values, color=plt.cm.viridis(i / max(1, len(ladder) - 1)), lw=1)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("temperature t_i")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(ladders) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _finish(fig, path)

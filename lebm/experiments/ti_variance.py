@@ -2,7 +2,8 @@
 
     python -m lebm.experiments.ti_variance                # default: about 20 min on 2 CPU cores
     python -m lebm.experiments.ti_variance --quick        # smoke run (~2 min)
-    make experiment
+
+(``make experiment`` now runs the general study, :mod:`lebm.experiments.study`, on digits.)
 
 Trains LatentEBM and ThermoLatentEBM (one run per ladder power p) for several seeds on an
 embedded dataset, all with the same model, data, prior sampler and optimizer settings, so
