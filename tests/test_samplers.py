@@ -132,10 +132,15 @@ def test_one_backward_per_step_and_no_parameter_grads(mh):
     CountingIdentity.forwards = CountingIdentity.backwards = 0
     steps = 7
     result = langevin(log_prob, torch.randn(5, 3), steps, 0.01, mh=mh, return_trajectory=True)
-    # ULA: gradients at z_0 .. z_{n-1}, a forward only at z_n. MALA also needs the gradient at
-    # each proposal for the reverse-move density, so one more (at z_0) than ULA.
+    # ULA: gradients at z_0 .. z_{n-1}; the forward at z_n is deferred until log_prob is read
+    # (once, then cached). MALA also needs the gradient at each proposal for the reverse-move
+    # density, so one more (at z_0) than ULA.
     assert CountingIdentity.backwards == steps + int(mh)
-    assert CountingIdentity.forwards == steps + 1
+    assert CountingIdentity.forwards == steps + int(mh)
+    expected_final = log_prob(result.sample).detach()
+    CountingIdentity.forwards = 0
+    assert torch.allclose(result.log_prob, expected_final) and result.log_prob.shape == (5,)
+    assert CountingIdentity.forwards == int(not mh)
     assert all(p.grad is None for p in net.parameters())
     assert result.trajectory.shape == (steps + 1, 5, 3)
     assert not result.sample.requires_grad

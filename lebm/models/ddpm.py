@@ -84,9 +84,10 @@ class DDPM(ScoreModelBase):
     ) -> Tensor:
         x_T = torch.randn(num_samples, *self.data_shape, generator=generator, device=self.device)
         result = ddpm_ancestral(
-            lambda x, t: net(x, t.to(x.dtype)),
+            net,  # the timesteps come as floats (t_dtype), as lebm's networks take them
             self._schedule(),
             x_T,
+            t_dtype=x_T.dtype,
             variance=self.hparams.variance,
             clip_x0=self.hparams.clip_x0,
             generator=generator,

@@ -31,7 +31,7 @@ from lebm.data import batch_data
 from lebm.losses import contrastive_energy_loss, gaussian_log_likelihood, gaussian_log_prior
 from lebm.models.base import GenerativeModel
 from lebm.nets import EnergyMLP, GeneratorMLP
-from lebm.samplers import Langevin, Sampler, SamplerResult
+from lebm.samplers import GaussianReference, Langevin, LogProb, Sampler, SamplerResult
 
 # Pang et al.'s SVHN chains in lebm's convention (s = h^2 / 2). Signature defaults are jsonargparse
 # lazy instances: printed by --print_config as class_path + init_args, built afresh per model.
@@ -126,22 +126,48 @@ class LatentEBM(GenerativeModel):
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         return z * self.hparams.prior_sigma
 
+    def _analytic_reference(self) -> bool:
+        """Whether ``log_prior`` is LatentEBM's ``f(z) - ||z||^2 / (2 sigma_0^2)``, whose
+        Gaussian term the samplers can differentiate analytically (not when a subclass
+        overrides it)."""
+        return type(self).log_prior is LatentEBM.log_prior
+
+    def prior_log_density(self) -> LogProb:
+        """``log p_alpha`` as the samplers take it: a :class:`~lebm.samplers.GaussianReference`
+        (``f`` plus the reference term, whose gradient ``-z / sigma_0^2`` is added
+        analytically), or ``log_prior`` itself when a subclass overrides it."""
+        if self._analytic_reference():
+            return GaussianReference(self.energy, self.hparams.prior_sigma)
+        return self.log_prior
+
+    def posterior_log_density(self, x: Tensor) -> LogProb:
+        """``log p_alpha(z) + log p(x | z)`` for chains given x (one row of x per chain), as
+        the samplers take it (see :meth:`prior_log_density`)."""
+        if self._analytic_reference():
+            energy, log_likelihood = self.energy, self.log_likelihood
+
+            def rest(z: Tensor) -> Tensor:
+                return energy(z) + log_likelihood(x, z)
+
+            return GaussianReference(rest, self.hparams.prior_sigma)
+
+        def log_joint(z: Tensor) -> Tensor:
+            return self.log_prior(z) + self.log_likelihood(x, z)
+
+        return log_joint
+
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> SamplerResult:
         """Short-run chains on ``p_alpha(z)``; result.sample has shape (n, latent_dim)."""
         return self.prior_sampler(
-            self.log_prior, self.initial_latents(n, generator), generator=generator
+            self.prior_log_density(), self.initial_latents(n, generator), generator=generator
         )
 
     def sample_posterior(
         self, x: Tensor, generator: torch.Generator | None = None
     ) -> SamplerResult:
         """Short-run chains on ``p(z | x)``, one per row of x; sample has shape (B, latent_dim)."""
-
-        def log_joint(z: Tensor) -> Tensor:
-            return self.log_prior(z) + self.log_likelihood(x, z)
-
         z0 = self.initial_latents(len(x), generator)
-        return self.posterior_sampler(log_joint, z0, generator=generator)
+        return self.posterior_sampler(self.posterior_log_density(x), z0, generator=generator)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
@@ -157,7 +183,10 @@ class LatentEBM(GenerativeModel):
     def posterior(self, x: Tensor, generator: torch.Generator | None = None) -> Posterior:
         """Posterior latents of batch x for both losses (vanilla: one chain per data point)."""
         result = self.sample_posterior(x, generator)
-        logs = {f"posterior_{k}": v for k, v in result.diagnostics().items()}
+        # log_prob_end comes from the loss's forward passes (_objectives), so the sampler's
+        # final-state forward is never run
+        diagnostics = result.diagnostics(log_prob_end=False)
+        logs = {f"posterior_{k}": v for k, v in diagnostics.items()}
         return Posterior(result.sample, result.sample, logs)
 
     def negatives(
@@ -165,7 +194,8 @@ class LatentEBM(GenerativeModel):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Prior latents z- for the EBM loss, shape (B, latent_dim), and their diagnostics."""
         result = self.sample_prior(len(posterior.z), generator)
-        return result.sample, {f"prior_{k}": v for k, v in result.diagnostics().items()}
+        diagnostics = result.diagnostics(log_prob_end=False)  # from _objectives instead
+        return result.sample, {f"prior_{k}": v for k, v in diagnostics.items()}
 
     def generator_loss(self, x: Tensor, posterior: Posterior) -> tuple[Tensor, Tensor]:
         """Per-sample generator loss ``-log p(x | z+)`` (B,), and the batch's reconstruction
@@ -188,11 +218,33 @@ class LatentEBM(GenerativeModel):
     def _objectives(
         self, x: Tensor, posterior: Posterior, z_neg: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Per-sample losses, and the energies and MSE from the same forward passes for logging."""
-        f_pos, f_neg = self.energy(posterior.z.detach()), self.energy(z_neg.detach())
+        """Per-sample losses, and the energies, MSE and the chains' final log-densities from the
+        same forward passes for logging.
+
+        Positives and negatives go through the EBM in one batch (one forward and one backward
+        instead of two; the EBM must treat rows independently, as an energy does)."""
+        z_pos, z_neg = posterior.z.detach(), z_neg.detach()
+        if z_pos.shape == z_neg.shape:
+            f_pos, f_neg = self.energy(torch.cat([z_pos, z_neg])).chunk(2)
+        else:
+            f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
         loss_gen, mse = self.generator_loss(x, posterior)
         losses = {"energy": contrastive_energy_loss(f_pos, f_neg), "generator": loss_gen}
-        logs = {"mse": mse, "en_pos": -f_pos.detach().mean(), "en_neg": -f_neg.detach().mean()}
+        f_pos, f_neg = f_pos.detach(), f_neg.detach()
+        logs = {"mse": mse, "en_pos": -f_pos.mean(), "en_neg": -f_neg.mean()}
+        # the chains' final log-densities, what the samplers would report (LatentEBM's own
+        # log_prior: from f and the reference term; an overridden one is evaluated)
+        if self._analytic_reference():
+            sigma_0 = self.hparams.prior_sigma
+            log_prior_neg = f_neg + gaussian_log_prior(z_neg, sigma_0)
+            log_prior_pos = f_pos + gaussian_log_prior(z_pos, sigma_0)
+        else:
+            with torch.no_grad():
+                log_prior_neg, log_prior_pos = self.log_prior(z_neg), self.log_prior(z_pos)
+        logs["prior_log_prob_end"] = log_prior_neg.mean()
+        vanilla = type(self).generator_loss is LatentEBM.generator_loss
+        if vanilla and posterior.state is posterior.z:  # the generator loss is -log p(x | z+)
+            logs["posterior_log_prob_end"] = (log_prior_pos - loss_gen.detach()).mean()
         return losses, logs
 
     def learning_losses(

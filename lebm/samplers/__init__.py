@@ -1,7 +1,12 @@
 """MCMC samplers shared by every model: pure functions of a log-density (or score) and a start
 tensor, and the sampler objects (settings only) that models take by class path."""
 
-from lebm.samplers.base import LogProb, SamplerDivergenceError, SamplerResult
+from lebm.samplers.base import (
+    GaussianReference,
+    LogProb,
+    SamplerDivergenceError,
+    SamplerResult,
+)
 from lebm.samplers.hmc import hmc
 from lebm.samplers.langevin import langevin, mala
 from lebm.samplers.objects import HMC, MALA, Langevin, RandomWalkMetropolis, Sampler
@@ -23,6 +28,7 @@ __all__ = [
     "RandomWalkResult",
     "Sampler",
     "DDPMVariance",
+    "GaussianReference",
     "EpsModel",
     "LogProb",
     "NoiseConditionalScore",

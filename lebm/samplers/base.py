@@ -3,7 +3,7 @@ gradients in the chains, the Metropolis-Hastings choice and the divergence check
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +29,10 @@ class SamplerResult:
 
     Attributes:
         sample: final states, shape (B, *event), detached.
-        log_prob: log-density at the final states, shape (B,).
+        log_prob: log-density at the final states, shape (B,). A sampler that does not need
+            it itself (ULA) may pass a zero-argument callable instead: it is evaluated, under
+            ``torch.no_grad()``, on first access (with the networks as they are then) and
+            cached, so a caller that never reads it saves one forward pass of every chain.
         log_prob_start: log-density at the initial states, shape (B,).
         grad_norm: per-chain mean over steps of ``||grad log pi||``, shape (B,).
         acceptance_rate: per-chain fraction of accepted Metropolis-Hastings proposals, shape (B,);
@@ -44,16 +47,35 @@ class SamplerResult:
     acceptance_rate: Tensor | None = None
     trajectory: Tensor | None = None
 
-    def diagnostics(self) -> dict[str, Tensor]:
-        """Batch-mean diagnostics as 0-d tensors, keyed for logging."""
-        out = {
-            "log_prob_start": self.log_prob_start.mean(),
-            "log_prob_end": self.log_prob.mean(),
-            "grad_norm": self.grad_norm.mean(),
-        }
+    def diagnostics(self, *, log_prob_end: bool = True) -> dict[str, Tensor]:
+        """Batch-mean diagnostics as 0-d tensors, keyed for logging.
+
+        ``log_prob_end=False`` leaves out ``log_prob_end`` (and so does not evaluate a deferred
+        final log-density; see ``log_prob``)."""
+        out = {"log_prob_start": self.log_prob_start.mean()}
+        if log_prob_end:
+            out["log_prob_end"] = self.log_prob.mean()
+        out["grad_norm"] = self.grad_norm.mean()
         if self.acceptance_rate is not None:
             out["acceptance_rate"] = self.acceptance_rate.mean()
         return out
+
+
+def _get_log_prob(self: SamplerResult) -> Tensor:
+    value = self.__dict__["_log_prob"]
+    if callable(value):  # deferred: evaluate once (a Tensor is not callable)
+        with torch.no_grad():
+            value = value()
+        self.__dict__["_log_prob"] = value
+    return value
+
+
+def _set_log_prob(self: SamplerResult, value: Tensor) -> None:
+    self.__dict__["_log_prob"] = value
+
+
+# the dataclass field ``log_prob`` becomes a property (its __init__ assigns through the setter)
+SamplerResult.log_prob = property(_get_log_prob, _set_log_prob)  # type: ignore[assignment]
 
 
 def per_chain_step_size(step_size: float | Tensor, z: Tensor) -> Tensor:
@@ -79,31 +101,137 @@ def per_chain_step_size(step_size: float | Tensor, z: Tensor) -> Tensor:
     return s.view(-1, *([1] * (z.ndim - 1)))
 
 
+class GaussianReference:
+    """A log-density ``rest(z) - ||z||^2 / (2 sigma^2)``: a Gaussian reference term whose
+    gradient ``-z / sigma^2`` the samplers add analytically instead of through autograd.
+
+    It is a :data:`LogProb` (calling it evaluates the whole log-density), so any sampler or
+    caller accepts it; :func:`log_prob_and_grad` and the samplers' inner loops recognise it and
+    run autograd through ``rest`` only. For LatentEBM's prior ``f(z) + log N(z; 0, sigma_0^2)``
+    this removes the reference term's forward and backward operations from every step.
+
+    Args:
+        rest: the remaining log-density (B, *event) -> (B,), e.g. the EBM ``f``.
+        sigma: standard deviation of the reference Gaussian (> 0).
+    """
+
+    __slots__ = ("rest", "sigma", "inv_var")
+
+    def __init__(self, rest: LogProb, sigma: float) -> None:
+        if not float(sigma) > 0:
+            raise ValueError(f"GaussianReference: sigma must be > 0, got {sigma}")
+        self.rest = rest
+        self.sigma = float(sigma)
+        self.inv_var = 1.0 / self.sigma**2
+
+    def reference(self, z: Tensor) -> Tensor:
+        """``-||z||^2 / (2 sigma^2)`` per chain, shape (B,)."""
+        flat = z.flatten(1)
+        return torch.linalg.vecdot(flat, flat).mul_(-0.5 * self.inv_var)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.rest(z) + self.reference(z)
+
+    def __repr__(self) -> str:
+        return f"GaussianReference({self.rest!r}, sigma={self.sigma:g})"
+
+
+class GradientEvaluator:
+    """``(log pi(z), grad log pi(z))`` for the chains of one sampler call, one backward each.
+
+    The checks (inference mode, one value per chain) run on the first call only, and the
+    backward seed is allocated once, so later calls add nothing to the forward and backward
+    passes but the ``requires_grad`` switch and a detach; a :class:`GaussianReference` gets its
+    gradient term analytically. ``value=False`` returns, for a GaussianReference, only the
+    ``rest`` part's value (what a divergence check needs: a non-finite state makes it
+    non-finite), saving the reference term's evaluation.
+    """
+
+    __slots__ = ("log_prob", "rest", "gaussian", "seed", "checked")
+
+    def __init__(self, log_prob: LogProb) -> None:
+        self.log_prob = log_prob
+        self.gaussian = log_prob if isinstance(log_prob, GaussianReference) else None
+        self.rest = log_prob.rest if self.gaussian is not None else log_prob
+        self.seed: Tensor | None = None
+        self.checked = False
+
+    def __call__(self, z: Tensor, value: bool = True) -> tuple[Tensor, Tensor]:
+        first = not self.checked
+        if first and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "MCMC sampling needs autograd, but inference mode is on. Run Lightning with "
+                "Trainer(inference_mode=False) (the lebm CLI's default), or call outside "
+                "torch.inference_mode()."
+            )
+        state = z if not z.requires_grad else z.detach()
+        with torch.enable_grad():
+            z = state.detach().requires_grad_(True)
+            lp = self.rest(z)
+            if first:
+                if lp.shape != z.shape[:1]:
+                    raise ValueError(
+                        f"log_prob must return one value per chain, shape ({z.shape[0]},); "
+                        f"got {tuple(lp.shape)}"
+                    )
+                self.checked = True
+            seed = self.seed
+            if seed is None or seed.shape != lp.shape or seed.dtype != lp.dtype:
+                seed = self.seed = torch.ones_like(lp, memory_format=torch.contiguous_format)
+            (grad,) = torch.autograd.grad(lp, z, seed)
+        lp = lp.detach()
+        if self.gaussian is not None:
+            grad = torch.add(grad, state, alpha=-self.gaussian.inv_var)  # grad may be a view
+            if value:
+                lp = lp + self.gaussian.reference(state)
+        return lp, grad
+
+
+def scaled_noise(
+    n_steps: int,
+    like: Tensor,
+    scale: float | Tensor,
+    generator: torch.Generator | None,
+    step_scales: Sequence[float] | None = None,
+) -> Callable[[int], Tensor]:
+    """``scale * N(0, I)`` noise shaped like ``like``, for steps 0 .. n_steps - 1.
+
+    Like :func:`gaussian_noise` (the same draws from the same generator), but scaled once up
+    front, and the steps are views from one ``unbind``: no per-step indexing or scaling.
+    ``scale`` is a float or a tensor broadcastable to ``like``; ``step_scales`` (one float per
+    step) multiplies step k's noise by ``step_scales[k]`` on top. Above the pre-draw limit each
+    ``noise(k)`` draws and scales afresh (call it once per step, in order, for reproducible
+    runs).
+    """
+    if n_steps == 0:
+        return lambda _: like.new_empty(like.shape)
+    if n_steps * like.numel() <= _PREDRAW_LIMIT:
+        noise = torch.randn(
+            (n_steps, *like.shape), generator=generator, device=like.device, dtype=like.dtype
+        )
+        if step_scales is not None:
+            per_step = torch.tensor(step_scales, device=like.device, dtype=like.dtype)
+            noise.mul_(per_step.view(-1, *([1] * like.ndim)))
+        return noise.mul_(scale).unbind(0).__getitem__
+
+    def draw(k: int) -> Tensor:
+        eps = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return eps.mul_(scale if step_scales is None else scale * step_scales[k])
+
+    return draw
+
+
 def log_prob_and_grad(log_prob: LogProb, z: Tensor) -> tuple[Tensor, Tensor]:
     """Evaluate ``log_prob`` at ``z`` and its gradient in ``z`` with one backward pass.
 
     Gradients are taken with respect to ``z`` only, so nothing accumulates in the ``.grad`` of
-    network parameters, and no weight gradients are computed.
+    network parameters, and no weight gradients are computed. A :class:`GaussianReference`
+    gets its Gaussian term's gradient analytically.
 
     Returns:
         (log-density of shape (B,), detached; gradient of shape z.shape).
     """
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            "MCMC sampling needs autograd, but inference mode is on. Run Lightning with "
-            "Trainer(inference_mode=False) (the lebm CLI's default), or call outside "
-            "torch.inference_mode()."
-        )
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        lp = log_prob(z)
-        if lp.shape != z.shape[:1]:
-            raise ValueError(
-                f"log_prob must return one value per chain, shape ({z.shape[0]},); "
-                f"got {tuple(lp.shape)}"
-            )
-        (grad,) = torch.autograd.grad(lp.sum(), z)
-    return lp.detach(), grad
+    return GradientEvaluator(log_prob)(z)
 
 
 def sum_event(x: Tensor) -> Tensor:

@@ -29,15 +29,14 @@ import torch
 from torch import Tensor
 
 from lebm.samplers.base import (
+    GradientEvaluator,
     LogProb,
     SamplerResult,
     check_finite,
-    gaussian_noise,
-    log_prob_and_grad,
     metropolis_hastings,
     norm_event,
     per_chain_step_size,
-    sum_event,
+    scaled_noise,
 )
 
 
@@ -60,6 +59,15 @@ def _mass_factors(mass: float | Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
             raise ValueError(f"mass must be positive and finite, got {mass:g}")
         m = torch.tensor(float(mass), dtype=z.dtype, device=z.device)
     return m.sqrt(), m.reciprocal()
+
+
+def _kinetic_difference(p0: Tensor, p1: Tensor, inv_mass: float | Tensor) -> Tensor:
+    """``p0^T M^{-1} p0 - p1^T M^{-1} p1`` per chain, shape (B,)."""
+    a, b = p0.flatten(1), p1.flatten(1)
+    if isinstance(inv_mass, float):
+        return (torch.linalg.vecdot(a, a) - torch.linalg.vecdot(b, b)).mul_(inv_mass)
+    w = inv_mass.expand(p0.shape).flatten(1) if inv_mass.ndim else inv_mass
+    return torch.linalg.vecdot(a * w, a) - torch.linalg.vecdot(b * w, b)
 
 
 def _check_n_leapfrog(n_leapfrog: int) -> None:
@@ -94,14 +102,34 @@ def leapfrog(
         (end positions, end momenta, log-density at the end of shape (B,), gradient there).
     """
     _check_n_leapfrog(n_leapfrog)
+    return _leapfrog(
+        GradientEvaluator(log_prob), z, momentum, grad, step_size, n_leapfrog, inv_mass
+    )
+
+
+def _axpy(y: Tensor, a: float | Tensor, x: Tensor) -> Tensor:
+    """``y + a x`` in one operation: a scalar ``a`` as alpha, a tensor one by addcmul."""
+    return torch.add(y, x, alpha=a) if isinstance(a, float) else torch.addcmul(y, a, x)
+
+
+def _leapfrog(
+    evaluate: GradientEvaluator,
+    z: Tensor,
+    momentum: Tensor,
+    grad: Tensor,
+    step_size: float | Tensor,
+    n_leapfrog: int,
+    inv_mass: float | Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`leapfrog` on an evaluator; float step size and mass enter as scalars."""
     half = step_size / 2
     drift = step_size * inv_mass
-    p = momentum + half * grad
+    p = _axpy(momentum, half, grad)
     lp = grad.new_empty(0)  # set by the first step (n_leapfrog >= 1)
     for i in range(n_leapfrog):
-        z = z + drift * p
-        lp, grad = log_prob_and_grad(log_prob, z)
-        p = p + (step_size if i + 1 < n_leapfrog else half) * grad
+        z = _axpy(z, drift, p)
+        lp, grad = evaluate(z)
+        p = _axpy(p, step_size if i + 1 < n_leapfrog else half, grad)
     return z, p, lp, grad
 
 
@@ -167,10 +195,14 @@ def hmc(
     eps = per_chain_step_size(step_size, z0)
     sqrt_mass, inv_mass = _mass_factors(mass, z0)
     batch, device, dtype = z0.shape[0], z0.device, z0.dtype
+    # float step size and scalar mass enter the leapfrog updates as Python scalars
+    eps_step: float | Tensor = eps if isinstance(step_size, Tensor) else float(step_size)
+    inv_m: float | Tensor = inv_mass if isinstance(mass, Tensor) else 1.0 / float(mass)
+    evaluate = GradientEvaluator(log_prob)
 
     with torch.autocast(device_type=device.type, enabled=False):
         z = z0.detach()
-        lp, grad = log_prob_and_grad(log_prob, z)
+        lp, grad = evaluate(z)
         check_finite(
             torch.stack([lp, norm_event(grad)]),
             "HMC",
@@ -184,21 +216,20 @@ def hmc(
         grad_norm_sum = torch.zeros(batch, device=device, dtype=dtype)
         accepted = torch.zeros(batch, device=device, dtype=dtype)
         trajectory = [z] if return_trajectory else None
-        noise = gaussian_noise(n_steps, z, generator)  # momenta = sqrt(M) * noise
-        uniforms = torch.rand((n_steps, batch), generator=generator, device=device, dtype=dtype)
+        momenta = scaled_noise(n_steps, z, sqrt_mass, generator)  # p ~ N(0, M)
+        log_u = torch.rand((n_steps, batch), generator=generator, device=device, dtype=dtype)
+        log_u = log_u.log_().unbind(0)
 
         for k in range(n_steps):
             grad_norm_sum += norm_event(grad)
-            xi, u = noise(k), uniforms[k]
-            z_prop, p_prop, lp_prop, grad_prop = leapfrog(
-                log_prob, z, sqrt_mass * xi, grad, eps, n_leapfrog, inv_mass
+            p0 = momenta(k)
+            z_prop, p_prop, lp_prop, grad_prop = _leapfrog(
+                evaluate, z, p0, grad, eps_step, n_leapfrog, inv_m
             )
-            # p = sqrt(M) xi, so the start kinetic energy p^T M^{-1} p / 2 is ||xi||^2 / 2
-            log_alpha = (
-                lp_prop - 0.5 * sum_event(p_prop.square() * inv_mass) - lp + 0.5 * sum_event(xi**2)
-            )
+            # H(z, p) = -log pi(z) + p^T M^{-1} p / 2 at the start and at the proposal
+            log_alpha = lp_prop - lp + 0.5 * _kinetic_difference(p0, p_prop, inv_m)
             (z, lp, grad), accept = metropolis_hastings(
-                u.log(), log_alpha, (z, lp, grad), (z_prop, lp_prop, grad_prop)
+                log_u[k], log_alpha, (z, lp, grad), (z_prop, lp_prop, grad_prop)
             )
             accepted += accept
             if trajectory is not None:

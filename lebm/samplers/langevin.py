@@ -9,18 +9,20 @@ A paper writing ``z - (h^2 / 2) grad E(z) + h eps`` has ``s = h^2 / 2``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from lebm.samplers.base import (
+    GradientEvaluator,
     LogProb,
     SamplerResult,
     check_finite,
-    gaussian_noise,
-    log_prob_and_grad,
     metropolis_hastings,
     norm_event,
     per_chain_step_size,
+    scaled_noise,
     sum_event,
 )
 
@@ -41,8 +43,10 @@ def langevin(
     temperatures of a power posterior) can share one tensor and one call, provided
     ``log_prob`` evaluates each row under its own target.
 
-    Cost: exactly one forward and one backward pass of ``log_prob`` per step (plus one
-    forward at the end for ULA). Gradients are taken with respect to the chains only: no
+    Cost: exactly one forward and one backward pass of ``log_prob`` per step. ULA does not
+    evaluate its final state: ``result.log_prob`` is computed (one forward pass) only when read.
+    A :class:`~lebm.samplers.GaussianReference` log-density gets its Gaussian term's gradient
+    analytically. Gradients are taken with respect to the chains only: no
     network parameter receives ``.grad``. Autocast is disabled inside, so chains stay in
     the dtype of ``z0`` (float32) under mixed-precision training.
 
@@ -70,63 +74,78 @@ def langevin(
     batch = z0.shape[0]
     s = per_chain_step_size(step_size, z0)
     s_flat = s.flatten()
-    noise_std = (2.0 * s).sqrt()
+    # a float step size enters the update as a scalar (no broadcast multiply per step)
+    s_scalar = None if isinstance(step_size, Tensor) else float(step_size)
     device, dtype = z0.device, z0.dtype
+    evaluate = GradientEvaluator(log_prob)
 
     with torch.autocast(device_type=device.type, enabled=False):
         z = z0.detach()
-        lp, grad = log_prob_and_grad(log_prob, z)
+        lp, grad = evaluate(z)
         lp_start = lp
-        # log-densities of every state, for one divergence check at the end: a non-finite
-        # state or gradient makes the next state's log-density non-finite too.
-        lp_trace = lp.new_empty(n_steps + 1, batch)
-        lp_trace[0] = lp
-        grad_norm_sum = torch.zeros(batch, device=device, dtype=dtype)
+        # per-step values for one divergence check at the end: a non-finite state or gradient
+        # makes the next state's log-density non-finite too. ULA keeps only what that check
+        # needs (for a GaussianReference, the value without the reference term).
+        lp_trace = [lp]
+        grad_norms = []
         accepted = torch.zeros(batch, device=device, dtype=dtype) if mh else None
         trajectory = [z] if return_trajectory else None
-        noise = gaussian_noise(n_steps, z, generator)
+        # sqrt(2 s) eps for every step, scaled once up front
+        noise = scaled_noise(
+            n_steps, z, (2.0 * s_scalar) ** 0.5 if s_scalar else (2.0 * s).sqrt(), generator
+        )
 
         for k in range(n_steps):
-            grad_norm_sum += norm_event(grad)
-            eps = noise(k)
-            proposal = torch.addcmul(z, s, grad).addcmul_(noise_std, eps)
+            grad_norms.append(norm_event(grad))
+            scaled_eps = noise(k)
+            if s_scalar is None:
+                proposal = torch.addcmul(scaled_eps, s, grad).add_(z)
+            else:
+                proposal = torch.add(scaled_eps, grad, alpha=s_scalar).add_(z)
             if mh:
-                lp_prop, grad_prop = log_prob_and_grad(log_prob, proposal)
+                lp_prop, grad_prop = evaluate(proposal)
                 # log q(z | z') - log q(z' | z), with q(a | b) = N(a; b + s grad(b), 2 s I);
-                # the forward term is ||sqrt(2s) eps||^2 / (4 s) = ||eps||^2 / 2.
+                # the forward term is ||sqrt(2s) eps||^2 / (4 s).
                 reverse = z - proposal - s * grad_prop
-                log_q_ratio = -sum_event(reverse**2) / (4.0 * s_flat) + sum_event(eps**2) / 2.0
+                log_q_ratio = (sum_event(scaled_eps**2) - sum_event(reverse**2)) / (4.0 * s_flat)
                 log_alpha = lp_prop - lp + log_q_ratio
                 u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
                 (z, lp, grad), accept = metropolis_hastings(
                     u.log(), log_alpha, (z, lp, grad), (proposal, lp_prop, grad_prop)
                 )
                 accepted += accept
+                lp_trace.append(lp)
             else:
                 z = proposal
                 if k + 1 < n_steps:
-                    lp, grad = log_prob_and_grad(log_prob, z)
-                else:  # last state: the log-density is needed, its gradient is not
-                    with torch.no_grad():
-                        lp = log_prob(z)
-            lp_trace[k + 1] = lp
+                    lp, grad = evaluate(z, value=False)
+                    lp_trace.append(lp)
             if trajectory is not None:
                 trajectory.append(z)
 
+    final_lp: Tensor | Callable[[], Tensor] = lp
+    if not mh and n_steps > 0:
+        # the last state: its log-density is only evaluated if the caller reads it (a deferred
+        # value, see SamplerResult.log_prob); the divergence check looks at the state itself
+        lp_trace.append(sum_event(z))
+
+        def final_lp(z: Tensor = z, log_prob: LogProb = log_prob) -> Tensor:
+            with torch.autocast(device_type=device.type, enabled=False):
+                return log_prob(z).detach()
+
     check_finite(
-        lp_trace,
+        torch.stack(lp_trace),
         name,
         "Lower the step size, use MALA (mh=True) which rejects exploding proposals, or check "
         "the energy/likelihood for overflow (e.g. a likelihood sigma that is too small).",
         step_size=s,
     )
-    steps = max(n_steps, 1)
     return SamplerResult(
         sample=z.detach(),
-        log_prob=lp.detach(),
+        log_prob=final_lp,
         log_prob_start=lp_start,
-        grad_norm=grad_norm_sum / steps,
-        acceptance_rate=None if accepted is None else accepted / steps,
+        grad_norm=torch.stack(grad_norms).mean(0) if n_steps else torch.zeros_like(lp_start),
+        acceptance_rate=None if accepted is None else accepted / max(n_steps, 1),
         trajectory=None if trajectory is None else torch.stack(trajectory),
     )
 

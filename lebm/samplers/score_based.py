@@ -28,8 +28,8 @@ from lebm.samplers.base import (
     NoiseConditionalScore,
     SamplerResult,
     check_finite,
-    gaussian_noise,
     norm_event,
+    scaled_noise,
 )
 from lebm.schedules import NoiseSchedule
 
@@ -124,27 +124,29 @@ def annealed_langevin(
     n_calls = n_updates + int(final_denoise)
     steps_of = [(i, a) for i, a in enumerate(levels) for _ in range(n_steps_each)]
 
+    alphas = [step_lr * sigma**2 / sigma_last**2 for _, sigma in steps_of]
     with torch.no_grad():
         x = x0.detach()
         # per-chain score norm at every call and the final state's norm: the one-sync check
-        trace = x.new_empty(n_calls + 1, batch)
+        norms = []
         trajectory = [x] if return_trajectory else None
-        noise = gaussian_noise(n_updates, x, generator)
+        # sqrt(alpha_i) z for every update, scaled once up front
+        noise = scaled_noise(n_updates, x, 1.0, generator, [a**0.5 for a in alphas])
         sigma_vectors = [torch.full((batch,), v, device=device, dtype=dtype) for v in levels]
-        for k, (i, sigma) in enumerate(steps_of):
-            alpha = step_lr * sigma**2 / sigma_last**2
+        for k, (i, _) in enumerate(steps_of):
             s = _checked(score(x, sigma_vectors[i]), x, "score")
-            trace[k] = norm_event(s)
-            x = torch.add(x, s, alpha=alpha / 2).add_(noise(k), alpha=alpha**0.5)
+            norms.append(norm_event(s))
+            x = torch.add(noise(k), s, alpha=alphas[k] / 2).add_(x)
             if trajectory is not None:
                 trajectory.append(x)
         if final_denoise:
             s = _checked(score(x, sigma_vectors[-1]), x, "score")
-            trace[n_updates] = norm_event(s)
+            norms.append(norm_event(s))
             x = torch.add(x, s, alpha=sigma_last**2)
             if trajectory is not None:
                 trajectory.append(x)
-        trace[n_calls] = norm_event(x)
+        norms.append(norm_event(x))
+        trace = torch.stack(norms)
 
     def where(row: int) -> str:
         if row == n_calls:
@@ -183,6 +185,7 @@ def ddpm_ancestral(
     clip_x0: float | None = None,
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
+    t_dtype: torch.dtype = torch.long,
 ) -> ScoreSamplerResult:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), for t = T-1 down to 0::
 
@@ -201,10 +204,12 @@ def ddpm_ancestral(
     [-c, c] (at t = 0 the posterior mean is x0_hat itself).
 
     Cost: T network calls, one host sync (plus one to read the schedule's coefficients when it
-    lives on an accelerator).
+    lives on an accelerator). Around the network a step costs two fused updates and a norm:
+    the noise of every step is drawn and scaled up front, the timesteps built once, the
+    coefficients are Python floats.
 
     Args:
-        eps_model: ``eps_model(x_t, t)`` with t of shape (B,), dtype long, 0-indexed (see
+        eps_model: ``eps_model(x_t, t)`` with t of shape (B,), dtype ``t_dtype``, 0-indexed (see
             :mod:`lebm.schedules`); returns the predicted noise shaped like x_t (cast to its
             dtype).
         schedule: the NoiseSchedule the model was trained with.
@@ -213,6 +218,9 @@ def ddpm_ancestral(
         clip_x0: clamp the predicted x_0 to [-clip_x0, clip_x0] (> 0), or None.
         generator: optional torch.Generator for the noise (on x_T's device).
         return_trajectory: also return every state x_T .. x_0, shape (T + 1, B, *event).
+        t_dtype: dtype of the timesteps handed to ``eps_model`` (default long). lebm's networks
+            take a float t: passing x's dtype builds them as floats once, instead of a
+            conversion inside ``eps_model`` at every step.
 
     Returns:
         ScoreSamplerResult; ``grad_norm`` is the per-chain mean over steps of the implied
@@ -246,29 +254,47 @@ def ddpm_ancestral(
     betas, alphas, sqrt_abar, sqrt_one_minus, coef_x0, coef_xt, beta_tilde = table
     var = betas if variance == "large" else beta_tilde
 
+    # per step k (t = T-1-k), with a = 1 / sqrt(alpha_t), b = -beta_t / (sqrt(1 - abar_t)
+    # sqrt(alpha_t)): mean = a x + b eps; plain Python floats, no per-step gather or sync
+    ts = range(num_steps - 1, -1, -1)
+    coef_a = [alphas[t] ** -0.5 for t in ts]
+    coef_b = [-betas[t] / (sqrt_one_minus[t] * alphas[t] ** 0.5) for t in ts]
     with torch.no_grad():
         x = x_T.detach()
-        trace = x.new_empty(num_steps + 1, batch)
+        norms = []
         trajectory = [x] if return_trajectory else None
         n_noisy = num_steps - 1
-        noise = gaussian_noise(n_noisy, x, generator)
-        for k, t in enumerate(range(num_steps - 1, -1, -1)):
-            t_vec = torch.full((batch,), t, device=device, dtype=torch.long)
-            eps = _checked(eps_model(x, t_vec), x, "eps_model")
-            trace[k] = norm_event(eps) / sqrt_one_minus[t]
+        # sigma_t z for t = T-1 .. 1, scaled once up front
+        noise = scaled_noise(n_noisy, x, 1.0, generator, [var[t] ** 0.5 for t in ts][:n_noisy])
+        timesteps = (
+            torch.arange(num_steps - 1, -1, -1, device=device, dtype=t_dtype)
+            .repeat_interleave(batch)
+            .view(num_steps, batch)
+            .unbind(0)
+        )
+        for k, t in enumerate(ts):
+            eps = _checked(eps_model(x, timesteps[k]), x, "eps_model")
+            norms.append(norm_event(eps))
             if clip_x0 is None:
-                mean = torch.add(x, eps, alpha=-betas[t] / sqrt_one_minus[t]).div_(alphas[t] ** 0.5)
+                if t > 0:  # x_{t-1} = sigma_t z + a x + b eps
+                    x = torch.add(noise(k), x, alpha=coef_a[k]).add_(eps, alpha=coef_b[k])
+                else:
+                    x = torch.mul(x, coef_a[k]).add_(eps, alpha=coef_b[k])
             else:
                 x0_hat = torch.add(x, eps, alpha=-sqrt_one_minus[t]).div_(sqrt_abar[t])
                 x0_hat = x0_hat.clamp_(-clip_x0, clip_x0)
-                mean = torch.add(x0_hat.mul_(coef_x0[t]), x, alpha=coef_xt[t])
-            if t > 0:
-                x = mean.add_(noise(k), alpha=var[t] ** 0.5)
-            else:
-                x = mean
+                if t > 0:
+                    x = torch.add(noise(k), x, alpha=coef_xt[t]).add_(x0_hat, alpha=coef_x0[t])
+                else:
+                    x = torch.add(x0_hat.mul_(coef_x0[t]), x, alpha=coef_xt[t])
             if trajectory is not None:
                 trajectory.append(x)
-        trace[num_steps] = norm_event(x)
+        # implied score norms ||eps|| / sqrt(1 - abar_t), and the final state's norm
+        inv_sqrt_one_minus = torch.tensor(
+            [1.0 / sqrt_one_minus[t] for t in ts] + [1.0], device=device, dtype=dtype
+        )
+        norms.append(norm_event(x))
+        trace = torch.stack(norms).mul_(inv_sqrt_one_minus.view(-1, 1))
 
     check_finite(
         trace,
