@@ -38,7 +38,9 @@ class GradientVariance(Callback):
             has one, else from the first training batch).
         num_redraws: K for the ``mcmc`` source (>= 2).
         sources: which estimates to draw.
-        chunk_size: per-sample gradients formed at a time (bounds memory).
+        chunk_size: bounds memory: per-sample gradients formed at a time (``per_sample``),
+            and chains run at a time (``mcmc``: ``max(1, chunk_size // probe_size)`` redraws
+            of the probe batch at a time, at least one).
         seed: seed of the private generator.
     """
 
@@ -106,7 +108,9 @@ class GradientVariance(Callback):
                 if source == "per_sample":
                     stats = per_sample_gradient_stats(pl_module, probe, generator, self.chunk_size)
                 else:
-                    stats = mcmc_gradient_stats(pl_module, probe, self.num_redraws, generator)
+                    stats = mcmc_gradient_stats(
+                        pl_module, probe, self.num_redraws, generator, self.chunk_size
+                    )
                 for group, values in stats.items():
                     for stat, value in values.items():
                         out[f"grad_var/{source}/{group}/{stat}"] = value.float()

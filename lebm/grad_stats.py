@@ -10,8 +10,8 @@ Two sources of estimates are supported, both computed with batched backward pass
 (``torch.autograd.grad(..., is_grads_batched=True)``, i.e. vmap over the backward graph):
 
 - ``per_sample``: the gradient of each sample's loss on one probe batch (K = B);
-- ``mcmc``: K independent MCMC redraws of the batch-mean loss on the same batch, run as one
-  batch of K x B chains.
+- ``mcmc``: K independent MCMC redraws of the batch-mean loss on the same batch, run as
+  batches of r x B chains (r redraws at a time; ``chunk_size`` bounds r x B).
 
 A model takes part through a small protocol: ``learning_losses(batch, generator=None)``
 returns a dict of per-sample losses of shape (B,), and ``gradient_groups()`` maps each loss
@@ -70,6 +70,16 @@ class _Moments:
             "normalized_variance": (var / (mean_sq + EPS)).mean(),
             "grad_norm": mean.norm(),
         }
+
+    def absorbed(self, other: _Moments | None) -> _Moments:
+        """These moments and ``other``'s (more estimates of the same coordinates) together."""
+        if other is None or other.count == 0:
+            return self
+        return _Moments(
+            self.count + other.count,
+            [a + b for a, b in zip(self.total, other.total, strict=True)],
+            [a + b for a, b in zip(self.total_sq, other.total_sq, strict=True)],
+        )
 
     def merged(self, other: _Moments) -> _Moments:
         """Concatenate coordinates (another group's parameters) for the same K estimates."""
@@ -144,32 +154,42 @@ def mcmc_gradient_stats(
     batch: Tensor,
     num_redraws: int = 8,
     generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Variance of the batch-mean learning gradient across independent MCMC redraws.
 
-    The K redraws run as one batch: the probe batch is repeated K times (K x B chains), the
-    per-sample losses are averaged within each copy, and the K gradients come from one
-    batched backward pass.
+    The redraws run r at a time: the probe batch is repeated r times (r x B chains), the
+    per-sample losses are averaged within each copy, and the r gradients come from one batched
+    backward pass. ``r = max(1, chunk_size // B)`` (all K when ``chunk_size`` is None), so at
+    most ``max(chunk_size, B)`` chains and their graphs are held at once; the statistics are
+    accumulated over the chunks.
 
     Args:
         model: follows :class:`HasLearningLosses`.
         batch: probe tensor of shape (B, *data).
         num_redraws: K >= 2.
         generator: seeds the MCMC draws.
+        chunk_size: bound on the chains (redraws x B) run at a time; None: all K x B at once.
 
     Returns:
         Same layout as :func:`per_sample_gradient_stats`.
     """
     if num_redraws < 2:
         raise ValueError(f"num_redraws must be >= 2, got {num_redraws}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     b = len(batch)
-    repeated = batch.repeat(num_redraws, *([1] * (batch.ndim - 1)))
-    losses = model.learning_losses(repeated, generator=generator)
+    per_chunk = num_redraws if chunk_size is None else max(1, min(num_redraws, chunk_size // b))
     groups = model.gradient_groups()
-    moments = {}
     names = list(groups)
-    for i, name in enumerate(names):
-        per_redraw = losses[name].view(num_redraws, b).mean(1)
-        params = [p for p in groups[name].parameters() if p.requires_grad]
-        moments[name] = _batched_grads(per_redraw, params, num_redraws, i + 1 < len(names))
+    moments: dict[str, _Moments] = {}
+    for start in range(0, num_redraws, per_chunk):
+        r = min(per_chunk, num_redraws - start)
+        repeated = batch.repeat(r, *([1] * (batch.ndim - 1)))
+        losses = model.learning_losses(repeated, generator=generator)
+        for i, name in enumerate(names):
+            per_redraw = losses[name].view(r, b).mean(1)
+            params = [p for p in groups[name].parameters() if p.requires_grad]
+            chunk = _batched_grads(per_redraw, params, r, i + 1 < len(names))
+            moments[name] = chunk.absorbed(moments.get(name))
     return _summarise(moments)

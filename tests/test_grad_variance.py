@@ -164,3 +164,36 @@ def test_zero_dimensional_parameters_are_measured():
     grads = 2 * (0.5 - x)
     assert torch.isclose(stats["c"]["variance"].float(), grads.var(), rtol=1e-3)
     assert torch.isclose(stats["c"]["grad_norm"].float(), grads.mean().abs(), rtol=1e-3)
+
+
+class RecordingNoisyMean(NoisyMean):
+    """NoisyMean that records how many chains each learning_losses call runs."""
+
+    def __init__(self, d):
+        super().__init__(d)
+        self.rows = []
+
+    def learning_losses(self, batch, generator=None):
+        self.rows.append(len(batch))
+        return super().learning_losses(batch, generator)
+
+
+def test_mcmc_redraws_run_in_chunks_bounded_by_chunk_size():
+    """chunk_size bounds the chains held at once (redraws x probe batch), and the statistics
+    accumulated over the chunks still match the closed form tau^2 / B."""
+    b, d = 16, 3
+    x = torch.randn(b, d, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(0)
+    model = RecordingNoisyMean(d)
+    stats = mcmc_gradient_stats(model, x, num_redraws=2000, generator=g, chunk_size=50 * b)
+    assert model.rows == [50 * b] * 40
+    expected = NoisyMean.tau**2 / b
+    assert torch.isclose(stats["w"]["variance"].float(), torch.tensor(expected), rtol=0.07)
+    assert torch.isclose(stats["w"]["grad_norm"].float(), x.mean(0).norm(), atol=0.03)
+    # a chunk smaller than the probe batch still runs one redraw at a time; None: all at once
+    small, whole = RecordingNoisyMean(d), RecordingNoisyMean(d)
+    mcmc_gradient_stats(small, x, num_redraws=3, generator=g, chunk_size=4)
+    mcmc_gradient_stats(whole, x, num_redraws=3, generator=g)
+    assert small.rows == [b, b, b] and whole.rows == [3 * b]
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        mcmc_gradient_stats(small, x, num_redraws=3, chunk_size=0)
