@@ -212,9 +212,12 @@ class ThermoLatentEBM(LatentEBM):
         if hp.ladder == "adaptive" and self._train_expected is not None:
             self.ladder_updates += 1
             if int(self.ladder_updates) % hp.adapt_every == 0:
-                self.ladder_t.copy_(
-                    adapt_temperatures(self.ladder_t, self._train_expected, hp.adapt_rate)
-                )
+                expected = self._train_expected  # (N_t, B)
+                if (
+                    self._trainer is not None and self.trainer.world_size > 1
+                ):  # same ladder on every rank
+                    expected = self.all_gather(expected).transpose(0, 1).flatten(1)
+                self.ladder_t.copy_(adapt_temperatures(self.ladder_t, expected, hp.adapt_rate))
         self._train_expected = None
         return loss
 
