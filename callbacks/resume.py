@@ -14,6 +14,21 @@ otherwise continues with a fresh stream. :class:`ExactResume` adds
   position there but not the dataloader position or the epoch-end hooks, so the run would
   silently differ. The error names the checkpoint and what to use instead.
 
+Under DDP (several processes):
+
+* every rank's global generators start from a different, seed-determined state
+  (:func:`distinct_rank_streams`, at ``setup``): Lightning seeds every process with the same
+  seed, which would give every rank the same MCMC noise (identical negatives, prior chains and
+  diffusion noise on each rank). Rank 0 keeps the single-process stream;
+* a checkpoint holds the random states of every rank (gathered to rank 0, which writes the
+  file) and each rank restores its own, so a resumed DDP run also continues exactly; a
+  checkpoint written with a different number of processes resumes with a warning.
+
+Checkpoints hold plain data only (components as ``{"class_path", "init_args"}``, random
+states as tensors and ints) and load with ``torch.load(weights_only=True)``; a checkpoint of
+another model class or configuration is refused by the model itself
+(:func:`lebm.checkpoints.check_checkpoint_matches`).
+
 The data order is the other half: lebm's datamodules (:class:`datamodules.base.SplitDataLoaders`)
 save the state of their train-shuffling generator in the checkpoint (``state_dict``), so the
 resumed run's first epoch draws the permutation the uninterrupted run's next epoch drew.
@@ -24,6 +39,7 @@ refusal into a warning) and writes its checkpoints at the end of each training e
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
 
@@ -71,6 +87,35 @@ def set_random_states(states: dict) -> None:
             torch.cuda.set_rng_state(state, device)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s global generators for a run seeded with ``seed``: ``seed``
+    itself on rank 0, a hash of (seed, rank) on the others (numpy's SeedSequence)."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2**32, rank]).generate_state(1)[0])
+
+
+def distinct_rank_streams(rank: int) -> int:
+    """Reseed torch, numpy and Python's ``random`` with :func:`rank_seed` of the run's seed
+    (``PL_GLOBAL_SEED``, else torch's initial seed) for this rank; returns the seed used.
+    Leaves ``PL_GLOBAL_SEED`` (which the distributed train sampler shares) untouched."""
+    seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**32))
+    seed = rank_seed(seed, rank)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # CUDA generators too
+    return seed
+
+
+def _gather_objects(trainer: L.Trainer, obj) -> list:
+    """``obj`` of every rank, in rank order (every rank calls; [obj] with one process)."""
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return [obj]
+    out: list = [None] * trainer.world_size
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 class ExactResume(Callback):
     """Stores the global random states in every checkpoint and restores them on resume.
 
@@ -83,6 +128,10 @@ class ExactResume(Callback):
         self.strict = strict
         self._at_epoch_end = False
         self._pending: dict | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            distinct_rank_streams(trainer.global_rank)
 
     # ----------------------------------------------------------------- saving
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -102,8 +151,11 @@ class ExactResume(Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
     ) -> None:
+        # every rank builds the checkpoint (Lightning), so every rank takes part in the gather
+        states = _gather_objects(trainer, random_states())
         checkpoint[CHECKPOINT_KEY] = {
-            "random_states": random_states(),
+            "random_states": states[0],
+            "random_states_per_rank": states,
             "epoch_end": self._at_epoch_end,
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
@@ -137,4 +189,15 @@ class ExactResume(Callback):
             if self.strict:
                 raise MidEpochResumeError(message)
             warnings.warn(message, stacklevel=2)
-        self._pending = saved["random_states"]
+        per_rank = saved.get("random_states_per_rank", [saved["random_states"]])
+        if len(per_rank) != trainer.world_size:
+            warnings.warn(
+                f"{path} was written by {len(per_rank)} process(es) and is resumed by "
+                f"{trainer.world_size}; rank {trainer.global_rank} continues from "
+                f"{'its own' if trainer.global_rank < len(per_rank) else 'a fresh'} random "
+                "stream, and the run will not match an uninterrupted one.",
+                stacklevel=2,
+            )
+            if trainer.global_rank >= len(per_rank):
+                return
+        self._pending = per_rank[trainer.global_rank]

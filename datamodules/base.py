@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.distributed import BlockDistributedSampler
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -176,19 +178,40 @@ class SplitDataLoaders:
         if state is not None:
             self._restored_generator_state = state
 
+    def _eval_loader(self, data: Dataset | torch.Tensor) -> DataLoader:
+        """A fixed-order loader; under DDP each rank reads one contiguous block of whole
+        batches (:class:`datamodules.distributed.BlockDistributedSampler`), so the ranks'
+        batches are the single-process batches and no item is repeated."""
+        trainer = getattr(self, "trainer", None)
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and getattr(connector, "use_distributed_sampler", True)
+        ):
+            sampler = BlockDistributedSampler(
+                data, trainer.world_size, trainer.global_rank, self.batch_size
+            )
+            return self._loader(data, sampler=sampler)
+        return self._loader(data)
+
     def val_dataloader(self) -> DataLoader | list:
-        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
+        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty.
+        Under DDP each rank reads a contiguous block of whole batches (see
+        :mod:`datamodules.distributed`)."""
         val = self._split_data("val")
-        return self._loader(val) if len(val) else []  # type: ignore[arg-type]
+        return self._eval_loader(val) if len(val) else []  # type: ignore[arg-type]
 
     def test_dataloader(self) -> DataLoader | list:
-        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty."""
+        """Batches of shape (B, *data_shape) in fixed order; ``[]`` when the split is empty.
+        Under DDP each rank reads a contiguous block of whole batches."""
         test = self._split_data("test")
-        return self._loader(test) if len(test) else []  # type: ignore[arg-type]
+        return self._eval_loader(test) if len(test) else []  # type: ignore[arg-type]
 
     def predict_dataloader(self) -> DataLoader:
-        """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``."""
-        return self._loader(SampleRequests(self.num_predict_samples))
+        """Index batches of shape (B,) over ``SampleRequests(num_predict_samples)``; under DDP
+        each rank requests a contiguous block of whole batches."""
+        return self._eval_loader(SampleRequests(self.num_predict_samples))
 
     @classmethod
     def _init_parameter_names(cls) -> list[str]:

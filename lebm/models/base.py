@@ -7,10 +7,14 @@
   ``gradient_groups()`` protocol of :mod:`lebm.grad_stats` (the gradient-variance callback);
 * evaluation: every validation / test batch is compared with as many fresh samples (MMD^2 and
   sliced Wasserstein distance, :class:`lebm.metrics.SampleQuality`, DDP-correct), drawn with a
-  generator seeded by the batch index and rank, so that epochs compare, DDP ranks draw
-  different samples and evaluation leaves the training random stream untouched; a model adds
+  generator seeded by the batch's index in the single-process run, so that epochs compare,
+  evaluation leaves the training random stream untouched and, with lebm's datamodules (one
+  contiguous block of whole batches per rank, :mod:`datamodules.distributed`), DDP ranks draw
+  exactly the samples one process draws; a model adds
   its own per-batch metrics in :meth:`evaluation_metrics`;
-* ``predict_step`` (``lebm predict``: sample requests in, samples out);
+* ``predict_step`` (``lebm predict``: sample requests in, samples out), each batch drawn with a
+  generator seeded by the run's seed and the index of its first request, so predictions do not
+  depend on the number of processes;
 * hyperparameters: every ``__init__`` argument of the model and its parents, with components
   (network factories, sampler objects) stored as ``{"class_path", "init_args"}`` plain data,
   so ``Model.load_from_checkpoint(path)`` needs no other argument (:mod:`lebm.components`).
@@ -22,6 +26,7 @@ A model calls ``super().__init__(data_shape)`` first; hooks to override are :met
 from __future__ import annotations
 
 import inspect
+import os
 
 import lightning as L
 import torch
@@ -29,6 +34,8 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import Tensor, nn
 
+from datamodules.distributed import global_batch_offset
+from lebm.checkpoints import check_checkpoint_matches
 from lebm.components import class_path, to_config
 from lebm.data import batch_data
 from lebm.metrics import SampleQuality
@@ -89,12 +96,23 @@ class GenerativeModel(L.LightningModule):
         return {}
 
     # ----------------------------------------------------------------- Lightning
+    def _eval_seed(self, batch_idx: int, stage: str) -> int:
+        """The seed of an evaluation batch: its index in the single-process run when this
+        rank's batches are single-process batches (one process, or lebm's block sampler under
+        DDP), else ``batch_idx * world_size + rank`` (distinct per rank)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return batch_idx
+        loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        offset = global_batch_offset(loader)
+        if offset is not None:
+            return offset + batch_idx
+        return batch_idx * trainer.world_size + trainer.global_rank
+
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         x = batch_data(batch)
-        # a stream per (batch, rank): epochs compare, and DDP ranks draw different samples
-        world_size = self._trainer.world_size if self._trainer is not None else 1
-        seed = batch_idx * world_size + self.global_rank
-        generator = torch.Generator(self.device).manual_seed(seed)
+        generator = torch.Generator(self.device).manual_seed(self._eval_seed(batch_idx, stage))
         for name, value in self.evaluation_metrics(x, generator).items():
             self.log(f"{stage}/{name}", value, sync_dist=True)
         quality = self.val_quality if stage == "val" else self.test_quality
@@ -118,6 +136,18 @@ class GenerativeModel(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint of another model class or configuration, naming both."""
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        check_checkpoint_matches(checkpoint, self, str(path or "the checkpoint"))
+
     def predict_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        """``batch`` holds sample indices (datamodules.SampleRequests); returns len(batch) samples."""
-        return self.sample(len(batch))
+        """``batch`` holds sample indices (datamodules.SampleRequests); returns len(batch) samples.
+
+        Drawn with a generator seeded by the run's seed (``seed_everything``) and the index of
+        the batch's first request, so a batch's samples do not depend on which rank draws it.
+        """
+        first = int(batch[0]) if len(batch) else 0
+        run_seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) % 2**31
+        generator = torch.Generator(self.device).manual_seed(run_seed * 2**32 + first % 2**32)
+        return self.sample(len(batch), generator)
