@@ -27,13 +27,22 @@ What lebm adds to a plain LightningCLI:
 - config fragments: a config may start with ``compose: [other.yaml, ...]`` (paths relative to
   it); ``-c config.yaml`` then reads as ``-c other.yaml ... -c config.yaml``, so a config
   states only what differs from the fragments it builds on (see configs/README.md);
+- swapping the datamodule on the command line (``--data=OtherDataModule`` after a config that
+  chose another class) resets the config's ``data.init_args`` that the new class also takes to
+  the new class's defaults, instead of letting jsonargparse carry them over silently (a
+  plugged class would get the config's batch_size); what was reset is printed, and values
+  given after the swap (``--data.batch_size=...``) are kept;
 - a summary of where the outputs are, printed at the end of each command.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -143,6 +152,117 @@ def expand_compose(args: list[str]) -> list[str]:
         else:  # a YAML string, or a missing file jsonargparse will report
             out += ["-c", value]
     return out
+
+
+_CLASS_NAME = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+def _data_switch(args: list[str]) -> tuple[int, int, str] | None:
+    """``(first, last, class)`` of the last command-line datamodule swap (``--data=X``,
+    ``--data X``, ``--data.class_path=X``): the argument positions it spans and the class."""
+    found = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        for flag in ("--data", "--data.class_path"):
+            if arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+                if _CLASS_NAME.match(value) and not Path(value).is_file():
+                    found = (i, i, value)
+            elif arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+                if _CLASS_NAME.match(value) and not Path(value).is_file():
+                    found = (i, i + 1, value)
+        i += 1
+    return found
+
+
+def _config_data(args: list[str], before: int) -> tuple[str | None, dict]:
+    """Class path and merged init_args of ``data`` in the ``-c`` files before position ``before``
+    (later files update earlier ones, as jsonargparse merges them)."""
+    class_path, init_args = None, {}
+    for i, arg in enumerate(args[:before]):
+        if arg not in ("-c", "--config") or i + 1 >= len(args) or not Path(args[i + 1]).is_file():
+            continue
+        try:
+            content = yaml.safe_load(Path(args[i + 1]).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        node = content.get("data") if isinstance(content, dict) else None
+        if isinstance(node, dict) and "class_path" in node:
+            class_path = node["class_path"]
+            init_args.update(node.get("init_args") or {})
+    return class_path, init_args
+
+
+def _resolve_datamodule(name: str):
+    """The class named by a class path or a bare name (looked up in ``datamodules``)."""
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module or "datamodules"), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _init_defaults(cls) -> dict[str, object]:
+    """Every ``__init__`` argument of ``cls`` and the classes its ``**kwargs`` reach (its MRO),
+    with its default (``inspect.Parameter.empty`` when required)."""
+    params: dict[str, object] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in params:
+                continue
+            params[p.name] = p.default
+    return params
+
+
+def reset_swapped_data_args(args: list[str]) -> tuple[list[str], str | None]:
+    """After a ``--data=X`` swap, reset the config's ``data.init_args`` that X also takes to X's
+    defaults (jsonargparse would carry them over). Returns the new arguments and a note saying
+    what was reset (None when nothing was)."""
+    switch = _data_switch(args)
+    if switch is None:
+        return args, None
+    first, last, new = switch
+    old, carried = _config_data(args, first)
+    if old is None or old.rsplit(".", 1)[-1] == new.rsplit(".", 1)[-1] or not carried:
+        return args, None
+    cls = _resolve_datamodule(new)
+    if cls is None:
+        return args, None
+    defaults = _init_defaults(cls)
+    later = " ".join(args[last + 1 :])
+    reset, kept = [], []
+    for name, value in carried.items():
+        if name not in defaults or re.search(rf"--data\.(init_args\.)?{name}\b", later):
+            continue
+        default = defaults[name]
+        try:
+            encoded = json.dumps(default)
+        except TypeError:
+            encoded = None
+        if default is inspect.Parameter.empty or encoded is None:
+            kept.append(f"{name}={value!r}")
+            continue
+        if default != value:
+            reset.append((name, value, default, encoded))
+    if not reset and not kept:
+        return args, None
+    extra = [f"--data.init_args.{name}={encoded}" for name, _, _, encoded in reset]
+    short = new.rsplit(".", 1)[-1]
+    parts = [f"{n} {v!r} -> {d!r}" for n, v, d, _ in reset]
+    note = (
+        f"lebm: --data swapped {old.rsplit('.', 1)[-1]} for {short}; the config's data "
+        f"arguments were set for {old.rsplit('.', 1)[-1]}, so these now take {short}'s "
+        f"defaults: {', '.join(parts) or 'none'}"
+    )
+    if kept:
+        note += f"; kept (no default to reset to): {', '.join(kept)}"
+    note += ". Pass --data.<name>=<value> after --data to choose them."
+    return [*args[: last + 1], *extra, *args[last + 1 :]], note
 
 
 class LebmCLI(LightningCLI):
@@ -293,6 +413,9 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LebmCLI | int:
 
         return compare_main(args[1:])
     args = expand_compose(args)
+    args, note = reset_swapped_data_args(args)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     argv = sys.argv
     sys.argv = argv[:1]  # LightningCLI warns when given args while sys.argv also has some
     try:
