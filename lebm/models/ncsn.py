@@ -38,7 +38,8 @@ class NCSN(ScoreModelBase):
     Langevin dynamics.
 
     Defaults are the paper's: L = 10 levels from sigma_1 = 1 to sigma_L = 0.01, 100 Langevin
-    steps per level with ``alpha_i = step_lr sigma_i^2 / sigma_L^2``, step_lr = 2e-5. For data
+    steps per level with ``alpha_i = step_lr sigma_i^2 / sigma_L^2``, step_lr = 4e-5 in lebm's
+    convention, which is the official code's published 2e-5 (see ``step_lr``). For data
     not scaled to about unit size, set ``sigma_max`` near the largest distance between data
     points (NCSNv2's rule); the toy configs do. Chains start from N(0, sigma_max^2 I), which
     the data perturbed at sigma_max resembles.
@@ -52,7 +53,13 @@ class NCSN(ScoreModelBase):
         parameterization: ``"score"`` or ``"energy"`` (see the module docstring).
         num_projections: sliced score matching: random directions per sample.
         steps_per_level: annealed Langevin steps at each level.
-        step_lr: annealed Langevin base step ``eps``.
+        step_lr: annealed Langevin base step ``eps``, in the paper's convention (its
+            Algorithm 1, and :func:`lebm.samplers.annealed_langevin`):
+            ``x + (alpha_i / 2) s + sqrt(alpha_i) z``. The official NCSN code updates
+            ``x + a_i s + sqrt(2 a_i) z`` with ``a_i = step_lr sigma_i^2 / sigma_L^2``, twice
+            this step at the same number, so its published step_lr 2e-5 (the one behind the
+            paper's samples) is lebm's 4e-5: double a number taken from that code or its
+            configs.
         final_denoise: end sampling with ``x + sigma_L^2 s(x, sigma_L)``.
         **kwargs: ``data_shape``, the network ``net`` (by class path) and optimisation
             (``lr``, ``weight_decay``, ``warmup_steps``, ``ema_decay``) arguments of
@@ -69,7 +76,7 @@ class NCSN(ScoreModelBase):
         parameterization: Parameterization = "score",
         num_projections: int = 1,
         steps_per_level: int = 100,
-        step_lr: float = 2e-5,
+        step_lr: float = 4e-5,
         final_denoise: bool = True,
         **kwargs,
     ) -> None:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from lebm.components import class_path, init_args_of
-from lebm.samplers.base import LogProb, SamplerResult
+from lebm.samplers.base import GaussianReference, LogProb, SamplerResult
 from lebm.samplers.hmc import hmc
 from lebm.samplers.langevin import langevin
 from lebm.samplers.rwm import random_walk_metropolis
@@ -45,15 +45,31 @@ class Sampler(abc.ABC):
     Args:
         n_steps: transitions per call (>= 0).
         step_size: step size (> 0); see the subclass for its meaning.
+        compile: run the log-density through ``torch.compile`` (forward and backward graphs
+            compiled by Inductor). Off by default: on a 2-core CPU it took about 100 s to
+            compile LatentEBM's toy prior and its chains did not run faster
+            (benchmarks/results.md); it pays where per-step kernel launches dominate (GPU).
     """
 
-    def __init__(self, n_steps: int, step_size: float) -> None:
+    def __init__(self, n_steps: int, step_size: float, compile: bool = False) -> None:
         if int(n_steps) != n_steps or n_steps < 0:
             raise ValueError(f"{type(self).__name__}: n_steps must be an int >= 0, got {n_steps}")
         if not step_size > 0:
             raise ValueError(f"{type(self).__name__}: step_size must be > 0, got {step_size}")
         self.n_steps = int(n_steps)
         self.step_size = float(step_size)
+        self.compile = bool(compile)
+
+    def _target(self, log_prob: LogProb) -> LogProb:
+        """``log_prob``, compiled by ``torch.compile`` when ``compile`` is set (for a
+        :class:`GaussianReference`, its ``rest``; the analytic term stays as it is). Dynamo
+        caches by code object, so a fresh closure per call (LatentEBM's posterior) compiles
+        once and is reused while its guards (shapes, modules) hold."""
+        if not self.compile:
+            return log_prob
+        if isinstance(log_prob, GaussianReference):
+            return GaussianReference(torch.compile(log_prob.rest), log_prob.sigma)
+        return torch.compile(log_prob)
 
     @abc.abstractmethod
     def __call__(
@@ -99,12 +115,12 @@ class Sampler(abc.ABC):
 class Langevin(Sampler):
     """Unadjusted Langevin (ULA): ``z' = z + s grad log pi(z) + sqrt(2 s) eps``.
 
-    One forward and backward pass of ``log_prob`` per step. Args as :class:`Sampler`;
-    ``step_size`` is ``s``.
+    One forward and backward pass of ``log_prob`` per step. Args as :class:`Sampler`
+    (including ``compile``); ``step_size`` is ``s``.
     """
 
-    def __init__(self, n_steps: int = 20, step_size: float = 0.005) -> None:
-        super().__init__(n_steps, step_size)
+    def __init__(self, n_steps: int = 20, step_size: float = 0.005, compile: bool = False) -> None:
+        super().__init__(n_steps, step_size, compile)
 
     mh: bool = False
 
@@ -113,7 +129,7 @@ class Langevin(Sampler):
     ):
         step_size, n_steps = self._settings(step_size, n_steps)
         return langevin(
-            log_prob,
+            self._target(log_prob),
             z0,
             n_steps,
             step_size,
@@ -142,12 +158,18 @@ class HMC(Sampler):
         n_leapfrog: leapfrog steps per proposal (L); a proposal costs L gradient evaluations.
         mass: scalar mass (diagonal mass matrices: call :func:`~lebm.samplers.hmc` directly
             with a tensor).
+        compile: as :class:`Sampler`.
     """
 
     def __init__(
-        self, n_steps: int = 10, step_size: float = 0.1, n_leapfrog: int = 5, mass: float = 1.0
+        self,
+        n_steps: int = 10,
+        step_size: float = 0.1,
+        n_leapfrog: int = 5,
+        mass: float = 1.0,
+        compile: bool = False,
     ) -> None:
-        super().__init__(n_steps, step_size)
+        super().__init__(n_steps, step_size, compile)
         if int(n_leapfrog) != n_leapfrog or n_leapfrog < 1:
             raise ValueError(f"HMC: n_leapfrog must be an int >= 1, got {n_leapfrog}")
         if not mass > 0:
@@ -160,7 +182,7 @@ class HMC(Sampler):
     ):
         step_size, n_steps = self._settings(step_size, n_steps)
         return hmc(
-            log_prob,
+            self._target(log_prob),
             z0,
             n_steps,
             step_size,
@@ -179,9 +201,11 @@ class RandomWalkMetropolis(Sampler):
     writing ``N(z, sigma^2 I)`` has ``s = sigma^2 / 2``).
     """
 
-    def __init__(self, n_steps: int = 100, step_size: float = 0.01) -> None:
-        super().__init__(n_steps, step_size)
+    def __init__(self, n_steps: int = 100, step_size: float = 0.01, compile: bool = False) -> None:
+        super().__init__(n_steps, step_size, compile)
 
     def __call__(self, log_prob, z0, *, generator=None, step_size=None, n_steps=None):
         step_size, n_steps = self._settings(step_size, n_steps)
-        return random_walk_metropolis(log_prob, z0, n_steps, step_size, generator=generator)
+        return random_walk_metropolis(
+            self._target(log_prob), z0, n_steps, step_size, generator=generator
+        )

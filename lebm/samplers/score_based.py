@@ -89,7 +89,10 @@ def annealed_langevin(
         x0: initial states, shape (B, *event) (NCSN: uniform noise; NCSNv2: scaled Gaussian).
         sigmas: noise levels, shape (L,), positive, non-increasing (``SigmaLadder.sigmas``).
         n_steps_each: updates per level (paper: 100), >= 0.
-        step_lr: ``eps`` in ``alpha_i`` (paper: 2e-5 for images), > 0.
+        step_lr: ``eps`` in ``alpha_i``, > 0, in the paper's convention above. The official
+            NCSN code steps ``x + a_i s + sqrt(2 a_i) z`` with ``a_i = step_lr sigma_i^2 /
+            sigma_L^2`` (twice this step at the same number): its published 2e-5 for images
+            is 4e-5 here.
         final_denoise: add the final denoising step.
         generator: optional torch.Generator for the noise (on x0's device).
         return_trajectory: also return every state, shape
