@@ -41,10 +41,12 @@ EXPERIMENT_ARGS ?= --preset digits
 experiment: $(STAMP)
 	$(UV) run --frozen python -m lebm.experiments.study $(EXPERIMENT_ARGS)
 
+# Speed and memory against the paper-style reference loop and the peer libraries (TorchEBM,
+# diffusers: the `bench` dependency group, installed here only); one torch thread per script.
 bench: $(STAMP)
-	$(UV) run --frozen python -m benchmarks.bench_latent_ebm
-	$(UV) run --frozen python -m benchmarks.bench_thermo
-	$(UV) run --frozen python -m benchmarks.bench_score
+	$(UV) run --frozen --group bench python -m benchmarks.bench_latent_ebm --compile
+	$(UV) run --frozen --group bench python -m benchmarks.bench_thermo
+	$(UV) run --frozen --group bench python -m benchmarks.bench_score
 
 clean:
 	rm -rf runs .pytest_cache

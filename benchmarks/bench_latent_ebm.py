@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from lebm.models import LatentEBM
 from lebm.nets import DCGANGenerator, EnergyMLP, GeneratorMLP
-from lebm.samplers import Langevin, langevin
+from lebm.samplers import Langevin, hmc, langevin
 
 SEED = 0
 # Chain lengths (LatentEBM's defaults): the posterior length is also N in row 1. --quick
@@ -46,6 +46,9 @@ QUICK_STEPS = {"posterior_steps": 5, "prior_steps": 5}
 # Step sizes (LatentEBM's defaults, Pang et al.'s SVHN settings), the same in both modes.
 POSTERIOR_STEP_SIZE, PRIOR_STEP_SIZE = 0.005, 0.08
 RESULTS_PATH = Path(__file__).resolve().parent / "results.md"
+# HMC rows: proposals x leapfrog steps of eps (per leapfrog step: one forward + backward)
+HMC_PROPOSALS, HMC_LEAPFROG, HMC_STEP_SIZE = 4, 5, 0.05
+THREADS = 1  # torch threads in every benchmark (stable timings on a shared machine)
 
 
 # --------------------------------------------------------------------------- networks
@@ -220,7 +223,7 @@ def check_gradient(size: Size, batch: int | None = None) -> float:
     z0 = torch.randn(x.shape[0], size.latent_dim)
     s = 1.0
     gen = torch.Generator().manual_seed(123)
-    z1 = langevin(log_joint_of(model, x), z0, 1, s, generator=gen).sample
+    z1 = langevin(model.posterior_log_density(x), z0, 1, s, generator=gen).sample
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(123))
     grad_lebm = (z1 - z0 - math.sqrt(2.0 * s) * eps) / s
     grad_ref = ref.posterior_grad(x, z0)
@@ -302,18 +305,23 @@ def bench_size(
     hp = model.hparams
     torch.manual_seed(SEED + 1)
     z = torch.randn(x.shape[0], size.latent_dim, device=device) * hp.prior_sigma
-    log_joint = log_joint_of(model, x)
 
-    def lebm_chain() -> None:
-        langevin(log_joint, z, n_steps, s)
+    def lebm_chain() -> None:  # as LatentEBM.sample_posterior calls it
+        langevin(log_density, z, n_steps, s)
 
     def bare() -> None:
         bare_forward_backward(
             model.energy, model.generator, x, z, hp.likelihood_sigma, hp.prior_sigma
         )
 
+    hmc_steps, leapfrog_n, hmc_eps = HMC_PROPOSALS, HMC_LEAPFROG, HMC_STEP_SIZE
+    log_density = model.posterior_log_density(x)
+
+    def lebm_hmc() -> None:
+        hmc(log_density, z, hmc_steps, hmc_eps, leapfrog_n)
+
     step = time_interleaved(
-        {"lebm": lebm_chain, "bare": bare},
+        {"lebm": lebm_chain, "hmc": lebm_hmc, "bare": bare},
         warmup=warmup,
         repeats=repeats,
         min_block_s=min_block_s,
@@ -330,14 +338,113 @@ def bench_size(
 
     dev = device.type
     per_step = [t / n_steps for t in step["lebm"][0]]
+    # gradient evaluations per hmc call: one at the start, then L per proposal
+    per_leapfrog = [t / (1 + hmc_steps * leapfrog_n) for t in step["hmc"][0]]
     rows = [
         Row(size.name, dev, "posterior Langevin step (lebm)", per_step, step["lebm"][1]),
+        Row(size.name, dev, "HMC leapfrog step (lebm)", per_leapfrog, step["hmc"][1]),
         Row(size.name, dev, "bare forward+backward", *step["bare"]),
         Row(size.name, dev, "training iteration (lebm)", *it["lebm"]),
         Row(size.name, dev, "training iteration (reference)", *it["ref"]),
     ]
-    rows[0].ratio = f"step / bare = {rows[0].median_ms / rows[1].median_ms:.2f}"
-    rows[3].ratio = f"reference / lebm = {rows[3].median_ms / rows[2].median_ms:.2f}"
+    bare_ms = rows[2].median_ms
+    rows[0].ratio = f"step / bare = {rows[0].median_ms / bare_ms:.2f}"
+    rows[1].ratio = f"leapfrog / bare = {rows[1].median_ms / bare_ms:.2f}"
+    rows[4].ratio = f"reference / lebm = {rows[4].median_ms / rows[3].median_ms:.2f}"
+    return rows
+
+
+# --------------------------------------------------------------------------- peers
+def peer_rows(
+    size: Size, *, warmup: int, repeats: int, min_block_s: float, steps: dict[str, int]
+) -> list[Row]:
+    """lebm's Langevin and HMC against TorchEBM's samplers on the same posterior energy,
+    chains, steps and step sizes (TorchEBM's ``x - eta grad U + sqrt(2 eta) noise_scale xi``
+    with noise_scale 1 is lebm's update; its HMC takes the same leapfrog step and count).
+
+    The TorchEBM energy is what its user writes: ``U(z) = -(f(z) - ||z||^2 / (2 sigma_0^2) +
+    log p(x | z))``, differentiated by its ``BaseModel.gradient`` (autograd); lebm runs the
+    model's ``posterior_log_density`` as LatentEBM does. Empty when torchebm is not installed
+    (``uv sync --group bench``)."""
+    try:
+        from torchebm.core import BaseModel
+        from torchebm.samplers import HamiltonianMonteCarlo, LangevinDynamics
+    except ImportError:
+        print("torchebm not installed (uv sync --group bench): no TorchEBM rows", flush=True)
+        return []
+    device = torch.device("cpu")
+    model, x = build(size, device, **steps)
+    n_steps, s = model.posterior_sampler.n_steps, model.posterior_sampler.step_size
+    torch.manual_seed(SEED + 1)
+    z = torch.randn(x.shape[0], size.latent_dim) * model.hparams.prior_sigma
+    log_joint = log_joint_of(model, x)
+
+    class PosteriorEnergy(BaseModel):
+        def forward(self, z: Tensor) -> Tensor:
+            return -log_joint(z)
+
+    energy = PosteriorEnergy()
+    peer_langevin = LangevinDynamics(energy, step_size=s, noise_scale=1.0, device="cpu")
+    peer_hmc = HamiltonianMonteCarlo(
+        energy, step_size=HMC_STEP_SIZE, n_leapfrog_steps=HMC_LEAPFROG, device="cpu"
+    )
+    density = model.posterior_log_density(x)
+    fns = {
+        "lebm langevin": lambda: langevin(density, z, n_steps, s),
+        "torchebm langevin": lambda: peer_langevin.sample(x=z, n_steps=n_steps),
+        "lebm hmc": lambda: hmc(density, z, HMC_PROPOSALS, HMC_STEP_SIZE, HMC_LEAPFROG),
+        "torchebm hmc": lambda: peer_hmc.sample(x=z, n_steps=HMC_PROPOSALS),
+    }
+    t = time_interleaved(
+        fns, warmup=warmup, repeats=repeats, min_block_s=min_block_s, device=device
+    )
+    label = f"{size.name} B={x.shape[0]}"
+    rows = [
+        Row(label, "cpu", f"Langevin chain, {n_steps} steps (lebm)", *t["lebm langevin"]),
+        Row(label, "cpu", f"Langevin chain, {n_steps} steps (TorchEBM)", *t["torchebm langevin"]),
+        Row(
+            label,
+            "cpu",
+            f"HMC, {HMC_PROPOSALS} x {HMC_LEAPFROG} leapfrog (lebm)",
+            *t["lebm hmc"],
+        ),
+        Row(
+            label,
+            "cpu",
+            f"HMC, {HMC_PROPOSALS} x {HMC_LEAPFROG} leapfrog (TorchEBM)",
+            *t["torchebm hmc"],
+        ),
+    ]
+    rows[1].ratio = f"TorchEBM / lebm = {rows[1].median_ms / rows[0].median_ms:.2f}"
+    rows[3].ratio = f"TorchEBM / lebm = {rows[3].median_ms / rows[2].median_ms:.2f}"
+    return rows
+
+
+def compile_rows(size: Size, *, repeats: int, steps: dict[str, int]) -> list[Row]:
+    """The prior chain with ``Langevin(..., compile=True)`` against the default (eager), and
+    the one-off compile time (first call)."""
+    model, _ = build(size, torch.device("cpu"), **steps)
+    n, s = model.prior_sampler.n_steps, model.prior_sampler.step_size
+    eager, compiled = Langevin(n, s), Langevin(n, s, compile=True)
+    z = model.initial_latents(size.batch)
+    density = model.prior_log_density()
+    t0 = time.perf_counter()
+    compiled(density, z)
+    first = time.perf_counter() - t0
+    t = time_interleaved(
+        {"eager": lambda: eager(density, z), "compiled": lambda: compiled(density, z)},
+        warmup=1,
+        repeats=repeats,
+        min_block_s=0.0,
+        device=torch.device("cpu"),
+    )
+    label = f"{size.name} B={size.batch}"
+    rows = [
+        Row(label, "cpu", f"prior chain, {n} steps, eager (default)", *t["eager"]),
+        Row(label, "cpu", f"prior chain, {n} steps, compile=True", *t["compiled"]),
+        Row(label, "cpu", "compile=True: first call (compiles)", [first], 1),
+    ]
+    rows[1].ratio = f"compiled / eager = {rows[1].median_ms / rows[0].median_ms:.2f}"
     return rows
 
 
@@ -353,10 +460,16 @@ def cpu_model() -> str:
 
 
 def header() -> str:
+    try:
+        load = "load average (1, 5, 15 min) at the start: " + ", ".join(
+            f"{v:.2f}" for v in os.getloadavg()
+        )
+    except (AttributeError, OSError):
+        load = "load average unknown"
     lines = [
-        f"- torch {torch.__version__}, {torch.get_num_threads()} threads "
-        f"(torch.get_num_threads(), left at default)",
-        f"- CPU: {cpu_model()}",
+        f"- torch {torch.__version__}, {torch.get_num_threads()} thread(s) "
+        f"(torch.set_num_threads({THREADS}) in every script)",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; {load}",
     ]
     if torch.cuda.is_available():
         lines.append(f"- CUDA: {torch.cuda.get_device_name()}")
@@ -411,6 +524,7 @@ def run_benchmark(
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     output = args.output if args.output is not None or args.quick else results_path
+    torch.set_num_threads(THREADS)
     print(header(), flush=True)
     warning = load_warning()
     if warning:
@@ -439,8 +553,14 @@ def main(argv: list[str] | None = None) -> str:
         default=None,
         help=f"markdown file to write (default: {RESULTS_PATH} for a full run, none with --quick)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add the torch.compile rows (toy prior chain; compiling takes minutes on a CPU)",
+    )
     args = parser.parse_args(argv)
     output = args.output if args.output is not None or args.quick else RESULTS_PATH
+    torch.set_num_threads(THREADS)
 
     print(header(), flush=True)
     warning = load_warning()
@@ -467,6 +587,13 @@ def main(argv: list[str] | None = None) -> str:
             t0 = time.perf_counter()
             rows += bench_size(size, device, **settings)
             print(f"{size.name}/{device.type}: {time.perf_counter() - t0:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    rows += peer_rows(TOY, **plan[0][1])
+    print(f"peers: {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.compile:
+        t0 = time.perf_counter()
+        rows += compile_rows(TOY, repeats=3 if args.quick else 7, steps=plan[0][1]["steps"])
+        print(f"compile: {time.perf_counter() - t0:.1f} s", flush=True)
 
     table = format_table(rows)
     print()

@@ -11,6 +11,10 @@ temperatures would take about a minute per iteration):
    in one sampler call, the same prior chains, losses, one backward. Ratio TI / vanilla.
 3. ``TI iteration, loop over t``: the same estimator with one sampler call per temperature
    (how the seed study sampled). Ratio loop / batched.
+5. ``peak memory``: one iteration at the SVHN size (batch 100, chains shortened to 2 steps;
+   the peak does not grow with steps) in a fresh process each: vanilla, TI with all N_t x B
+   chains at once, TI with ``chunk_size`` = B; the resident-set high-water mark
+   (``ru_maxrss``) above its value before the iteration, in MiB (in the ms column).
 4. ``GradientVariance.measure``: one measurement at the callback's defaults (probe 64, both
    sources, 8 redraws) on the vanilla model; its share of training time at the default
    ``every_n_steps`` = measure / (every_n_steps x (vanilla iteration + optimizer step)).
@@ -20,6 +24,11 @@ The seed implementation's TI cost 8.8x vanilla at N_t = 10 (temperatures one aft
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +46,7 @@ from benchmarks.bench_latent_ebm import (
 from callbacks import GradientVariance
 from lebm.models import LatentEBM, ThermoLatentEBM
 from lebm.models.latent_ebm import Posterior
+from lebm.samplers import Langevin
 from lebm.thermo import PowerPosteriorSamples
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results_thermo.md"
@@ -116,10 +126,93 @@ def bench(size: Size, batch: int, repeats: int, overhead: bool) -> list[Row]:
     return rows
 
 
+MEMORY_STEPS = 2
+"""Posterior and prior steps in the memory rows: each step's graph is freed before the next, so
+the peak does not grow with the number of steps (only the time does)."""
+
+
+def peak_memory_child(kind: str, batch: int, chunk_size: int | None) -> dict[str, float]:
+    """Run in a fresh process: build the SVHN-size model and data, then one iteration (no
+    warm-up); the peak resident set (``ru_maxrss``) above its value just before the iteration.
+
+    ru_maxrss is the process's high-water mark, so the difference is what the iteration added
+    on top of everything allocated before (imports, networks, data): torch's CPU allocator returns
+    large blocks to the system, and the peak counts every live tensor plus allocator slack."""
+    torch.set_num_threads(1)
+    steps = {"prior_sampler": Langevin(MEMORY_STEPS, 0.08)}
+    posterior = Langevin(MEMORY_STEPS, 0.005)
+    args = dict(
+        data_shape=SVHN.data_shape,
+        latent_dim=SVHN.latent_dim,
+        generator=generator_of(SVHN),
+        likelihood_sigma=0.3,
+        posterior_sampler=posterior,
+        **steps,
+    )
+    torch.manual_seed(0)
+    if kind == "vanilla":
+        model = LatentEBM(**args)
+    else:
+        model = ThermoLatentEBM(num_temperatures=NUM_TEMPERATURES, chunk_size=chunk_size, **args)
+    x = torch.rand(batch, *SVHN.data_shape) * 2 - 1
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    iteration(model, x)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_mib": (after - before) / 1024, "seconds": seconds}  # ru_maxrss in KiB
+
+
+def memory_rows(batch: int, chunk_size: int | None) -> list[Row]:
+    """Peak memory of one iteration at the SVHN size: vanilla (B chains), TI with all
+    N_t x B chains at once, and TI with ``chunk_size`` chains per network evaluation; each in
+    its own process (see :func:`peak_memory_child`). The ms column is the peak in MiB."""
+    cases = [("vanilla", None), ("ti", None)]
+    if _has_chunking():
+        cases.append(("ti", chunk_size))
+    rows = []
+    for kind, chunk in cases:
+        code = (
+            "import json; from benchmarks.bench_thermo import peak_memory_child; "
+            f"print(json.dumps(peak_memory_child({kind!r}, {batch}, {chunk!r})))"
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"memory child failed:\n{out.stderr[-2000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        if kind == "vanilla":
+            name = f"peak memory (MiB), vanilla iteration, {batch} chains"
+        elif chunk is None:
+            name = f"peak memory (MiB), TI iteration, {NUM_TEMPERATURES} x {batch} chains at once"
+        else:
+            name = f"peak memory (MiB), TI iteration, chunk_size={chunk}"
+        # the value is in MiB (Row's column reads "ms"; the name says MiB)
+        rows.append(Row(f"svhn B={batch}", "cpu", name, [result["peak_mib"] / 1e3], 1))
+        print(f"{name}: {result['peak_mib']:.0f} MiB in {result['seconds']:.1f} s", flush=True)
+    vanilla = rows[0].median_ms
+    for row in rows[1:]:
+        ratio = f"{row.median_ms / vanilla:.1f}" if vanilla > 0 else "n/a (vanilla peak 0)"
+        row.ratio = f"{ratio} x vanilla"
+    return rows
+
+
+def _has_chunking() -> bool:
+    import inspect
+
+    return "chunk_size" in inspect.signature(ThermoLatentEBM.__init__).parameters
+
+
 def main(argv: list[str] | None = None) -> str:
     def rows(quick: bool) -> list[Row]:
         out = bench(TOY, TOY.batch, repeats=2 if quick else 7, overhead=True)
-        return out if quick else out + bench(SVHN, 10, repeats=3, overhead=False)
+        if quick:  # the memory rows need fresh processes: full runs only
+            return out
+        out += bench(SVHN, 10, repeats=3, overhead=False)
+        return out + memory_rows(batch=SVHN.batch, chunk_size=SVHN.batch)
 
     return run_benchmark(argv, __doc__.splitlines()[0], "TI benchmark", RESULTS_PATH, rows)
 

@@ -10,6 +10,7 @@ def test_latent_ebm_benchmark_quick():
     table = main(["--quick"])
     for row in (
         "posterior Langevin step (lebm)",
+        "HMC leapfrog step (lebm)",
         "bare forward+backward",
         "training iteration (reference)",
     ):
