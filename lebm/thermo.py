@@ -92,9 +92,9 @@ def adapt_temperatures(
 
     ``E_i = E_{p_{t_i}}[log p(x | z)]`` (the normalisers cancel; to first order
     ``J_i ≈ Δt_i^2 Var_t[log p(x | z)]``, the spread of the log-likelihood that REFERENCE §12's
-    successor uses). ``J_i`` is estimated per data point from the chains' means and averaged
-    over the batch; ``sqrt(J_i)`` is the segment's thermodynamic length. The new ladder inverts
-    the piecewise-linear cumulative length at equal steps, so every segment gets the same
+    successor uses). ``J_i`` is estimated from the chains' means, averaged over the batch;
+    ``sqrt(J_i)`` is the segment's thermodynamic length. The new ladder inverts the
+    piecewise-linear cumulative length at equal steps, so every segment gets the same
     length (equal ``J``), then moves ``rate`` of the way from ``t`` to it. Each segment's length
     is floored at ``floor`` x the mean, so no temperature collapses onto a neighbour and a
     noisy negative ``J`` (finite-sample) cannot reorder the ladder.
@@ -117,7 +117,9 @@ def adapt_temperatures(
     if not 0 < rate <= 1:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     dt = t.diff()
-    j = (dt.unsqueeze(1) * e.diff(dim=0)).clamp_min(0).mean(1)  # (N - 1,)
+    # batch mean first (J is linear in E), then clamp: clamping per data point would add the
+    # chains' noise to every segment and pull the ladder back towards uniform
+    j = (dt * e.diff(dim=0).mean(1)).clamp_min(0)  # (N - 1,)
     length = j.sqrt()
     if not bool(torch.isfinite(length).all()):
         return t.clone()
