@@ -19,6 +19,7 @@ drawn), :meth:`LatentEBM.negatives` (how z- is drawn) and :meth:`LatentEBM.gener
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,9 +146,22 @@ class LatentEBM(GenerativeModel):
         the samplers take it (see :meth:`prior_log_density`)."""
         if self._analytic_reference():
             energy, log_likelihood = self.energy, self.log_likelihood
+            if type(self).log_likelihood is LatentEBM.log_likelihood:
+                # f(z) + log N(x; g(z), sigma^2 I) with the fewest operations (the same value
+                # as log_prior + log_likelihood up to float rounding)
+                generator, sigma = self.generator, self.hparams.likelihood_sigma
+                x_flat = x.flatten(1)
+                const = x_flat.shape[1] * (math.log(sigma) + 0.5 * math.log(2.0 * math.pi))
+                scale = -0.5 / sigma**2
 
-            def rest(z: Tensor) -> Tensor:
-                return energy(z) + log_likelihood(x, z)
+                def rest(z: Tensor) -> Tensor:
+                    d = x_flat - generator(z).flatten(1)
+                    return torch.add(energy(z), torch.linalg.vecdot(d, d), alpha=scale).sub_(const)
+
+            else:
+
+                def rest(z: Tensor) -> Tensor:
+                    return energy(z) + log_likelihood(x, z)
 
             return GaussianReference(rest, self.hparams.prior_sigma)
 
@@ -295,8 +309,14 @@ class LatentEBM(GenerativeModel):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt_ebm = torch.optim.Adam(self.energy.parameters(), lr=hp.energy_lr, betas=hp.betas)
-        opt_gen = torch.optim.Adam(self.generator.parameters(), lr=hp.generator_lr, betas=hp.betas)
+        # foreach: one batched update over each network's parameters (the CUDA default; on the
+        # CPU it saves about ten operations per parameter tensor and step)
+        opt_ebm = torch.optim.Adam(
+            self.energy.parameters(), lr=hp.energy_lr, betas=hp.betas, foreach=True
+        )
+        opt_gen = torch.optim.Adam(
+            self.generator.parameters(), lr=hp.generator_lr, betas=hp.betas, foreach=True
+        )
         schedulers = [
             torch.optim.lr_scheduler.ExponentialLR(o, hp.lr_decay) for o in (opt_ebm, opt_gen)
         ]
