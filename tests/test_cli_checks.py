@@ -82,3 +82,29 @@ def test_checkpoint_of_another_configuration_fails_naming_the_settings(tmp_path)
     assert "latent_dim: checkpoint 2 vs run 3" in message
     assert "LatentEBM" in message and "energy." in message and str(path) in message
     assert torch.load(path, weights_only=True)["hyper_parameters"]["latent_dim"] == 2
+
+
+def test_ti_sweep_file_parses_and_its_runs_build_the_requested_ladder(run_cli):
+    """As far as W&B goes offline: its own loader reads the sweep file, its own argument
+    builder forms ${args} for grid points, and lebm's command line builds those runs."""
+    from itertools import product
+
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args, load_sweep_config
+
+    sweep = load_sweep_config(str(CONFIGS / "sweeps" / "ti.yaml"))
+    assert sweep["method"] == "grid" and sweep["metric"] == {"name": "val/mmd", "goal": "minimize"}
+    command = sweep["command"]
+    assert command[:3] == ["${env}", "lebm", "fit"] and command[-1] == "${args}"
+    names = list(sweep["parameters"])
+    grid = list(product(*(sweep["parameters"][n]["values"] for n in names)))
+    assert len(grid) == 36
+    point = grid[-1]  # p = 5, N_t = 20, seed 2 (each value differs from the config's)
+    values = {n: {"value": v} for n, v in zip(names, point, strict=True)}
+    args = create_sweep_command_args({"args": values})["args"]
+    cli = run_cli([*command[3:-1], *args], run=False)
+    assert cli.model.hparams.temperature_power == 5.0
+    assert cli.model.hparams.num_temperatures == 20
+    assert cli.config["seed_everything"] == 2
+    loggers = cli.config["trainer"]["logger"]
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    assert [lg["init_args"]["offline"] for lg in loggers] == [False]
