@@ -39,14 +39,18 @@ class SampleWriter(BasePredictionWriter):
     Args:
         output_dir: folder for the files; default ``<run>/predictions``.
         num_images: images in the PNG grid (image data).
+        plot: also write ``samples.png``.
     """
 
-    def __init__(self, output_dir: str | None = None, num_images: int = 64) -> None:
+    def __init__(
+        self, output_dir: str | None = None, num_images: int = 64, plot: bool = True
+    ) -> None:
         super().__init__(write_interval="epoch")
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         self.output_dir = output_dir
         self.num_images = num_images
+        self.plot = plot
         self.last_path: Path | None = None
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module, predictions, batch_indices) -> None:
@@ -83,6 +87,8 @@ class SampleWriter(BasePredictionWriter):
         out.mkdir(parents=True, exist_ok=True)
         self.last_path = out / "samples.pt"
         torch.save(merged, self.last_path)
+        if not self.plot:
+            return
         if is_image_batch(merged):
             save_image_grid(merged[: self.num_images], out / "samples.png")
         elif merged[0].numel() <= 2:

@@ -48,13 +48,15 @@ from tests.conftest import quiet_trainer
 from tests.test_resume import MODELS as RESUME_MODELS
 
 WORLD = 2
-# the resume tests' tiny models; the EBM's grid normaliser (val/nll) on a coarser grid
+# the resume tests' tiny models; the EBM with a coarser grid normaliser (val/nll) and 10
+# sampling steps (its default sampler runs 500)
 MODELS = {
     **RESUME_MODELS,
     "EBM": lambda: EBM(
         energy=partial(EnergyMLP, hidden=8),
         grid_size=60,
         train_sampler=Langevin(3, 0.01),
+        sampler=Langevin(10, 0.01),
         buffer_size=64,
     ),
 }
@@ -108,7 +110,7 @@ def _validate(name, root, trainer_args) -> dict:
 def _predict(name, root, trainer_args) -> Path:
     L.seed_everything(0, verbose=False)
     model = MODELS[name]()
-    writer = SampleWriter(output_dir=str(root))
+    writer = SampleWriter(output_dir=str(root), plot=False)
     trainer = quiet_trainer(root, callbacks=[writer], **trainer_args)
     trainer.predict(model, _data(batch_size=PREDICT_BATCH), return_predictions=False)
     return root / "samples.pt"
@@ -234,3 +236,15 @@ def test_ddp_resume_is_exact_and_keeps_every_rank_stream(ddp_results):
     saved = torch.load(root / "first" / "last.ckpt", weights_only=True)["lebm_resume"]
     states = saved["random_states_per_rank"]
     assert len(states) == WORLD and not torch.equal(states[0]["torch"], states[1]["torch"])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_models_checkpoint_loads_with_weights_only(name, ddp_results):
+    """The checkpoints the DDP fits wrote hold plain data: weights_only=True loads them."""
+    root, _ = ddp_results
+    path = root / "fit" / name / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["_class_path"].rsplit(".", 1)[-1] == name
+    assert (
+        checkpoint["state_dict"] and len(checkpoint["lebm_resume"]["random_states_per_rank"]) == 2
+    )
