@@ -205,17 +205,21 @@ def _resolve_datamodule(name: str):
 
 
 def _init_defaults(cls) -> dict[str, object]:
-    """Every ``__init__`` argument of ``cls`` and the classes its ``**kwargs`` reach (its MRO),
-    with its default (``inspect.Parameter.empty`` when required)."""
+    """Every ``__init__`` argument of ``cls`` and of the parents its ``**kwargs`` reach (up the
+    MRO while each ``__init__`` forwards ``**kwargs``), with its default (``inspect.Parameter.empty`` when required)."""
     params: dict[str, object] = {}
     for klass in cls.__mro__:
         init = vars(klass).get("__init__")
         if init is None:
             continue
+        forwards = False
         for p in list(inspect.signature(init).parameters.values())[1:]:
+            forwards |= p.kind is p.VAR_KEYWORD
             if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in params:
                 continue
             params[p.name] = p.default
+        if not forwards:  # the parents' arguments are not reachable from the command line
+            break
     return params
 
 

@@ -108,3 +108,20 @@ def test_ti_sweep_file_parses_and_its_runs_build_the_requested_ladder(run_cli):
     loggers = cli.config["trainer"]["logger"]
     loggers = loggers if isinstance(loggers, list) else [loggers]
     assert [lg["init_args"]["offline"] for lg in loggers] == [False]
+
+
+class _OwnArgsOnly(MoonsDataModule):
+    """A datamodule whose __init__ does not forward **kwargs: the parents' arguments
+    (num_samples, standardize, ...) are not its arguments."""
+
+    def __init__(self, batch_size: int = 8) -> None:
+        super().__init__(batch_size=batch_size)
+
+
+def test_data_swap_resets_only_arguments_the_new_class_takes():
+    args = expand_compose([*BASE, "--data=tests.test_cli_checks._OwnArgsOnly"])
+    new, note = reset_swapped_data_args(args)
+    assert [a for a in new if a.startswith("--data.init_args.")] == [
+        "--data.init_args.batch_size=8"
+    ]
+    assert "standardize" not in note and "num_samples" not in note
