@@ -201,3 +201,65 @@ def test_mode_coverage_counts_modes_and_weights():
     out = mode_coverage(real, fake)
     assert int(out["modes"]) == 3 and int(out["covered"]) == 2
     assert abs(float(out["weight_error"]) - 1 / 3) < 1e-6
+
+
+def test_stage_two_improves_on_the_vae_on_eight_gaussians():
+    """Learning bar: a small VAE (400 Adam steps) then the energy (100 CD steps, negatives by
+    10 Langevin steps from N(0, I) in eps space) on eight Gaussians (radius 1.41, std 0.07:
+    the standardised data). VAEBM's samples (the same 10 steps) must put clearly less mass off
+    the modes (> 3 std from every centre; the data's own 1.1%) than the VAE's, by at least
+    0.04, and have at most 0.7 x its MMD^2 to held-out data, 1000 samples each. Measured
+    (2026-12-01) with this test's code on seeds 0-4: off-mode 0.83-0.87 -> 0.71-0.75 (gains
+    0.08-0.15), MMD^2 0.127-0.143 -> 0.065-0.070 (ratios 0.48-0.52)."""
+    import math
+
+    from lebm.metrics import BANDWIDTH_FACTORS, median_pairwise_distance, mmd_rbf
+
+    g = torch.Generator().manual_seed(0)
+    angles = torch.arange(8) * (2 * math.pi / 8)
+    centers = 1.41 * torch.stack([angles.cos(), angles.sin()], 1)
+
+    def data(n):
+        return centers[torch.randint(8, (n,), generator=g)] + 0.07 * torch.randn(n, 2, generator=g)
+
+    def off_mode(x):
+        return float((torch.cdist(x, centers).min(1).values > 0.21).float().mean())
+
+    torch.manual_seed(0)
+    model = VAEBM(
+        vae=partial(
+            VAE,
+            encoder=partial(EncoderMLP, hidden=32),
+            decoder=partial(GeneratorMLP, hidden=32),
+            likelihood_sigma=None,
+            initial_scale=0.1,
+        ),
+        energy=partial(EnergyMLP, hidden=32, activation="silu"),
+        train_sampler=Langevin(10, 0.01),
+        sampler=Langevin(10, 0.01),
+        spectral_penalty=0.0,
+        energy_l2=0.01,
+        lr=1e-2,
+        betas=(0.9, 0.999),
+    )
+    model.vae.requires_grad_(True)  # stage 1 by hand (the Lightning path is tested above)
+    opt = torch.optim.Adam(model.vae.parameters(), lr=3e-3)
+    for _ in range(400):
+        loss = model.vae.negative_elbo(data(128), None, 1.0).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.freeze_vae()
+    opt = torch.optim.Adam(model.energy.parameters(), lr=1e-2, betas=(0.9, 0.999))
+    for _ in range(100):
+        loss = model.energy_losses(data(128), g)[0].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    real = data(1000)
+    bandwidths = [f * median_pairwise_distance(real).item() for f in BANDWIDTH_FACTORS]
+    vae_x = model.sample_vae(1000, torch.Generator().manual_seed(1))
+    x = model.sample(1000, torch.Generator().manual_seed(1))
+    vae_mmd, mmd = float(mmd_rbf(real, vae_x, bandwidths)), float(mmd_rbf(real, x, bandwidths))
+    assert off_mode(x) < off_mode(vae_x) - 0.04, (off_mode(vae_x), off_mode(x))
+    assert mmd < 0.7 * vae_mmd, (vae_mmd, mmd)
