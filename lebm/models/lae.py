@@ -80,6 +80,14 @@ class LangevinAutoencoder(AutoencoderBase):
             as the posterior sharpens during training; not in the paper. The current step size
             is the buffer ``step_size`` (checkpointed) and is logged as ``train/step_size``.
         adapt_rate: the adaptation's gain.
+        phi_prior_std: None (the paper): Phi has a flat prior, so the ``features - rank``
+            directions of Phi that the batch's features do not see feel no force and
+            random-walk (``||Phi||`` grows like ``sqrt(t)``), and when the features later turn
+            into them the codes jump. A value sigma adds a Gaussian prior ``N(0, sigma^2 I)``
+            on Phi to the chain's target, ``V(Phi) + ||Phi||^2 / (2 sigma^2)``: those
+            directions become an Ornstein-Uhlenbeck process with stationary std sigma, at the
+            price of a pull of the codes towards 0 that is small when sigma is large against
+            the spread of Phi the likelihood allows. Not in the paper.
         lr: Adam learning rate of theta, psi and a learned likelihood scale.
         fixed_q_sigma: sigma of the evaluation q around ``Phi g_psi(x)`` (paper: 0.05).
         iwae_samples: K of the importance-weighted bound (test stage).
@@ -104,6 +112,7 @@ class LangevinAutoencoder(AutoencoderBase):
         burn_in: int = 1,
         target_acceptance: float | None = None,
         adapt_rate: float = 0.05,
+        phi_prior_std: float | None = None,
         lr: float = 1e-3,
         fixed_q_sigma: float = 0.05,
         iwae_samples: int = 100,
@@ -185,8 +194,13 @@ class LangevinAutoencoder(AutoencoderBase):
         features = features.detach()
         start = self.phi if phi is None else phi
 
+        prior_std = self.hparams.phi_prior_std
+
         def log_prob(layers: Tensor) -> Tensor:  # (1, d, F) -> (1,)
-            return self.log_joint(x, features, layers).sum(1)
+            log_p = self.log_joint(x, features, layers).sum(1)
+            if prior_std is not None:
+                log_p = log_p - layers.pow(2).sum((1, 2)) / (2.0 * prior_std**2)
+            return log_p
 
         result = self.sampler(
             log_prob,
@@ -237,11 +251,18 @@ class LangevinAutoencoder(AutoencoderBase):
         per_sample = self.potential(x, features, states)
         loss = per_sample.mean()
         with torch.no_grad():
-            recon = self.observation.mean(self.decoder(features @ self.phi.T))
+            codes = features @ self.phi.T
+            output = self.decoder(codes)
+            recon = self.observation.mean(output)
         logs = {
             "mse": (recon - x).pow(2).mean(),
             "phi_norm": self.phi.norm(),
             "grad_norm_phi": result.grad_norm.mean(),
+            # diagnostics of the unstable phases (README, Langevin autoencoder): the feature
+            # scale, the batch's code spread (the prior's is 1) and the decoder's output scale
+            "feature_norm": features.detach().norm(dim=1).mean(),
+            "code_std": codes.std(0).mean(),
+            "decoder_output_scale": output.abs().mean(),
         }
         if result.acceptance_rate is not None:
             logs["acceptance"] = result.acceptance_rate.mean()
@@ -266,6 +287,9 @@ def _validate(args: dict) -> None:
     target = args["target_acceptance"]
     if target is not None and not 0 < target < 1:
         problems.append(f"target_acceptance must be in (0, 1) or None, got {target}")
+    prior_std = args["phi_prior_std"]
+    if prior_std is not None and not prior_std > 0:
+        problems.append(f"phi_prior_std must be > 0 or None, got {prior_std}")
     if not args["adapt_rate"] > 0:
         problems.append(f"adapt_rate must be > 0, got {args['adapt_rate']}")
     if int(args["burn_in"]) != args["burn_in"] or args["burn_in"] < 0:
