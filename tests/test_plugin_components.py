@@ -172,7 +172,7 @@ def test_components_round_trip_through_their_config_form():
         to_config(partial(GeneratorMLP, width=7))
     hmc = HMC(4, 0.2, n_leapfrog=6, mass=2.0)
     assert as_instance(to_config(hmc), Sampler) == hmc
-    assert repr(hmc) == "HMC(n_steps=4, step_size=0.2, n_leapfrog=6, mass=2.0)"
+    assert repr(hmc) == "HMC(n_steps=4, step_size=0.2, n_leapfrog=6, mass=2.0, compile=False)"
     with pytest.raises(TypeError, match="without positional arguments"):
         to_config(partial(GeneratorMLP, 3))
     with pytest.raises(ImportError, match="has no 'Nope'"):
