@@ -525,7 +525,8 @@ def run_benchmark(
     args = parser.parse_args(argv)
     output = args.output if args.output is not None or args.quick else results_path
     torch.set_num_threads(THREADS)
-    print(header(), flush=True)
+    head = header()  # the load average at the start, written with the table
+    print(head, flush=True)
     warning = load_warning()
     if warning:
         print(warning, flush=True)
@@ -535,7 +536,7 @@ def run_benchmark(
     if output is not None:
         note = f"\n\n{warning}" if warning else ""
         mode = "quick" if args.quick else "full"
-        output.write_text(f"# {title} ({mode} run)\n\n{header()}{note}\n\n{table}\n")
+        output.write_text(f"# {title} ({mode} run)\n\n{head}{note}\n\n{table}\n")
         print(f"wrote {output}")
     return table
 
@@ -562,7 +563,8 @@ def main(argv: list[str] | None = None) -> str:
     output = args.output if args.output is not None or args.quick else RESULTS_PATH
     torch.set_num_threads(THREADS)
 
-    print(header(), flush=True)
+    head = header()  # the load average at the start, written with the table
+    print(head, flush=True)
     warning = load_warning()
     if warning:
         print(warning, flush=True)
@@ -605,7 +607,7 @@ def main(argv: list[str] | None = None) -> str:
         mode = f"quick run, chains {QUICK_STEPS}" if args.quick else "full run"
         note = f"\n\n{warning}" if warning else ""
         output.write_text(
-            f"# LatentEBM benchmark ({mode})\n\n{header()}{note}\n\n{table}\n",
+            f"# LatentEBM benchmark ({mode})\n\n{head}{note}\n\n{table}\n",
             encoding="utf-8",
         )
         print(f"wrote {output}")
