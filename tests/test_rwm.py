@@ -122,7 +122,7 @@ def test_sampler_object_by_class_path_and_bad_arguments():
     assert sampler == RandomWalkMetropolis(5, 0.01)
     assert to_config(sampler) == {
         "class_path": "lebm.samplers.objects.RandomWalkMetropolis",
-        "init_args": {"n_steps": 5, "step_size": 0.01},
+        "init_args": {"n_steps": 5, "step_size": 0.01, "compile": False},
     }
     result = sampler(lambda z: -z.pow(2).sum(1), torch.zeros(4, 2), n_steps=3)
     assert result.sample.shape == (4, 2) and result.acceptance_rate.shape == (4,)
