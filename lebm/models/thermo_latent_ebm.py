@@ -155,8 +155,10 @@ class ThermoLatentEBM(LatentEBM):
         hp = self.hparams
         annealed = hp.chain_init == "annealed"
         steps = hp.steps_per_temperature if annealed and hp.steps_per_temperature else None
+        # LatentEBM's own prior: f alone, its Gaussian reference term's gradient analytic
+        analytic = self._analytic_reference()
         return sample_power_posteriors(
-            self.log_prior,
+            self.energy if analytic else self.log_prior,
             self.log_likelihood,
             x,
             (self.latent_dim,),
@@ -168,6 +170,7 @@ class ThermoLatentEBM(LatentEBM):
             init_scale=hp.prior_sigma,
             swap_every=hp.swap_every,
             chunk_size=hp.chunk_size,
+            reference_sigma=hp.prior_sigma if analytic else None,
             generator=generator,
         )
 
