@@ -57,18 +57,7 @@ def chain_dtypes(monkeypatch) -> set:
     return seen
 
 
-# LangevinAutoencoder: log_joint's einsum mixes the encoder's bfloat16 features with the
-# float32 chains (phi) -> "expected scalar type Float but found BFloat16"; strict, so the test
-# says when a fix (features.to(phi.dtype) in lebm/models/lae.py) lands
-LAE_BF16 = pytest.mark.xfail(
-    strict=True, raises=RuntimeError, reason="LAE under bf16-mixed: einsum of bf16 and float32"
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=LAE_BF16) if n == "LangevinAutoencoder" else n for n in MODELS],
-)
+@pytest.mark.parametrize("name", list(MODELS))
 def test_bf16_mixed_trains_with_float32_chains(name, tmp_path, chain_dtypes):
     L.seed_everything(0, verbose=False)
     model = MODELS[name]()

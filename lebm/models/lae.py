@@ -164,7 +164,8 @@ class LangevinAutoencoder(AutoencoderBase):
     def log_joint(self, x: Tensor, features: Tensor, phi: Tensor) -> Tensor:
         """``log p(x_i, z_i = Phi_c g(x_i))`` for each of C layers: x (B, *data), features
         (B, F), phi (C, d, F) -> (C, B). One batched decoder call for all C."""
-        z = torch.einsum("bf,cdf->cbd", features, phi)
+        # features may be bfloat16 under mixed precision; the chains (phi) stay float32
+        z = torch.einsum("bf,cdf->cbd", features.to(phi.dtype), phi)
         num = len(phi)
         output = self.decoder(z.flatten(0, 1))
         x_rep = x.expand(num, *x.shape).flatten(0, 1)
