@@ -26,7 +26,11 @@ from tests.fake_datasets import (
 
 # configs/<model>/<data>.yaml are experiments; these folders hold the fragments they compose
 FRAGMENT_DIRS = {"callbacks", "data", "logger", "models", "nets", "trainer"}
-EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS)
+# W&B sweep files (wandb sweep's format, not lebm's; tested in test_cli_checks.py)
+NOT_LEBM_DIRS = {"sweeps"}
+EXPERIMENTS = sorted(
+    p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS | NOT_LEBM_DIRS
+)
 FRAGMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name in FRAGMENT_DIRS)
 
 FAKE_DATA = {
