@@ -67,3 +67,20 @@ def quiet_trainer(tmp_path, **overrides):
         default_root_dir=tmp_path,
     )
     return L.Trainer(**{**settings, **overrides})
+
+
+def checkpointing_trainer(root, callbacks=(), checkpoint_args=None, **overrides):
+    """``quiet_trainer`` that resumes exactly and writes ``last.ckpt`` (and one checkpoint per
+    training epoch) under ``root``; no validation. Callbacks run in the order ExactResume,
+    ``callbacks``, ModelCheckpoint."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks import ExactResume
+
+    checkpoint = ModelCheckpoint(
+        dirpath=root, save_last=True, save_on_train_epoch_end=True, **(checkpoint_args or {})
+    )
+    settings = dict(limit_val_batches=0, enable_checkpointing=True)
+    return quiet_trainer(
+        root, callbacks=[ExactResume(), *callbacks, checkpoint], **{**settings, **overrides}
+    )

@@ -36,15 +36,15 @@ import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
-from callbacks import ExactResume, SampleWriter
+from callbacks import SampleWriter
 from callbacks.resume import rank_seed
 from datamodules import MoonsDataModule
 from lebm.models import EBM
 from lebm.nets import EnergyMLP
 from lebm.samplers import Langevin
-from tests.conftest import quiet_trainer
+from tests.conftest import checkpointing_trainer, quiet_trainer
 from tests.test_resume import MODELS as RESUME_MODELS
 
 WORLD = 2
@@ -120,16 +120,7 @@ def _fit(make, root, trainer_args, data, max_epochs=1, ckpt_path=None, **extra):
     L.seed_everything(0, verbose=False)
     model = make()
     record = _Record()
-    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_on_train_epoch_end=True)
-    trainer = quiet_trainer(
-        root,
-        max_epochs=max_epochs,
-        limit_val_batches=0,
-        enable_checkpointing=True,
-        callbacks=[ExactResume(), record, checkpoint],
-        **trainer_args,
-        **extra,
-    )
+    trainer = checkpointing_trainer(root, [record], max_epochs=max_epochs, **trainer_args, **extra)
     trainer.fit(model, data, ckpt_path=ckpt_path)
     return model, record
 

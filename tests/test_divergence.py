@@ -6,16 +6,16 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
-from callbacks import DivergenceGuard, ExactResume
+from callbacks import DivergenceGuard
 from callbacks.divergence import NonFiniteLossError
 from datamodules import MoonsDataModule
 from lebm.models import DDPM, LatentEBM
 from lebm.nets import ConditionalMLP
 from lebm.samplers import Langevin
 from lebm.samplers.base import SamplerDivergenceError
-from tests.conftest import quiet_trainer, tiny_latent_ebm_args
+from tests.conftest import checkpointing_trainer, tiny_latent_ebm_args
 
 
 class PoisonAt(Callback):
@@ -32,14 +32,7 @@ class PoisonAt(Callback):
 
 
 def fit(model, root, *callbacks, max_epochs=3):
-    checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_on_train_epoch_end=True)
-    trainer = quiet_trainer(
-        root,
-        max_epochs=max_epochs,
-        limit_val_batches=0,
-        enable_checkpointing=True,
-        callbacks=[ExactResume(), DivergenceGuard(), checkpoint, *callbacks],
-    )
+    trainer = checkpointing_trainer(root, [DivergenceGuard(), *callbacks], max_epochs=max_epochs)
     trainer.fit(model, datamodule=MoonsDataModule(num_samples=200, batch_size=32))
     return trainer
 

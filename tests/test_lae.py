@@ -59,11 +59,10 @@ def _exact_posterior(x):
     return (x - B) @ W @ cov / SIGMA**2, cov
 
 
-def _ald_draws(sampler, iterations: int, seed: int):
-    """Codes ``Phi_t g(x_i)`` of every kept ALD state over ``iterations`` calls on a fixed batch
-    (the decoder and features fixed, Phi carried over as in training): (draws, n, 2), and the
-    data x."""
-    model = LangevinAutoencoder(
+def _linear_gaussian_lae(sampler, **extra):
+    """LAE with fixed random features and the linear decoder W z + B (float64): its codes'
+    exact posterior is ``_exact_posterior``."""
+    return LangevinAutoencoder(
         data_shape=(3,),
         latent_dim=2,
         features=FEATURES,
@@ -72,7 +71,15 @@ def _ald_draws(sampler, iterations: int, seed: int):
         likelihood_sigma=SIGMA,
         sampler=sampler,
         burn_in=1,
+        **extra,
     ).double()
+
+
+def _ald_draws(sampler, iterations: int, seed: int):
+    """Codes ``Phi_t g(x_i)`` of every kept ALD state over ``iterations`` calls on a fixed batch
+    (the decoder and features fixed, Phi carried over as in training): (draws, n, 2), and the
+    data x."""
+    model = _linear_gaussian_lae(sampler)
     g = torch.Generator().manual_seed(seed)
     x = B + torch.randn(N_POINTS, 3, generator=g, dtype=torch.float64) * 1.5
     features = model.features_of(x)
@@ -272,17 +279,7 @@ def test_phi_prior_makes_the_unseen_directions_of_phi_gaussian():
     g = torch.Generator().manual_seed(1)
     spreads = {}
     for prior in (sigma, None):
-        model = LangevinAutoencoder(
-            data_shape=(3,),
-            latent_dim=2,
-            features=FEATURES,
-            encoder=RandomFeatures,
-            decoder=LinearDecoder,
-            likelihood_sigma=SIGMA,
-            sampler=MALA(4, STEP),
-            burn_in=1,
-            phi_prior_std=prior,
-        ).double()
+        model = _linear_gaussian_lae(MALA(4, STEP), phi_prior_std=prior)
         x = B + torch.randn(N_POINTS, 3, generator=g, dtype=torch.float64) * 1.5
         features = model.features_of(x)
         # orthonormal basis of the features' null space: (F - n) columns

@@ -7,9 +7,8 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks import DivergenceGuard, ExactResume
+from callbacks import DivergenceGuard
 from callbacks.resume import MidEpochResumeError
 from datamodules import MoonsDataModule
 from lebm.models import (
@@ -24,7 +23,7 @@ from lebm.models import (
 )
 from lebm.nets import ConditionalMLP, EncoderMLP, EnergyMLP, GeneratorMLP
 from lebm.samplers import MALA, Langevin
-from tests.conftest import quiet_trainer, tiny_latent_ebm_args
+from tests.conftest import checkpointing_trainer, tiny_latent_ebm_args
 
 TINY_NET = partial(ConditionalMLP, hidden=16, depth=1)
 MODELS = {
@@ -63,15 +62,8 @@ def fit(make_model, root, max_epochs: int, ckpt_path=None, **checkpoint_args):
     L.seed_everything(0, verbose=False)
     model = make_model()
     data = MoonsDataModule(num_samples=200, batch_size=32)
-    checkpoint = ModelCheckpoint(
-        dirpath=root, save_last=True, save_on_train_epoch_end=True, **checkpoint_args
-    )
-    trainer = quiet_trainer(
-        root,
-        max_epochs=max_epochs,
-        limit_val_batches=0,
-        enable_checkpointing=True,
-        callbacks=[ExactResume(), DivergenceGuard(), checkpoint],
+    trainer = checkpointing_trainer(
+        root, [DivergenceGuard()], checkpoint_args, max_epochs=max_epochs
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, model

@@ -143,59 +143,54 @@ def test_ti_with_adaptive_ladder_and_replica_exchange_matches_linear_gaussian():
 # ----------------------------------------------------------------- chunking
 
 
+def _same_seed_chains(*variants, **common):
+    """MALA power-posterior chains (5 temperatures, 3 chains per point), one run per variant
+    (keyword overrides of ``sample_power_posteriors``), all from the same seed; asserts the
+    chains moved, so comparing runs is not comparing starting points."""
+    runs = []
+    for variant in variants:
+        args = {"log_prior": log_prior, "num_chains": 3, **common, **variant}
+        prior = args.pop("log_prior")
+        runs.append(
+            sample_power_posteriors(
+                prior,
+                log_lik,
+                X,
+                (D_LATENT,),
+                TemperatureLadder(5, power=2.0),
+                MALA(12, 0.05),
+                generator=torch.Generator().manual_seed(4),
+                **args,
+            )
+        )
+    assert (runs[0].z - runs[0].z[:, :, :, :1]).abs().sum() > 0
+    return runs
+
+
 @pytest.mark.parametrize("swap_every", [None, 3])
 def test_chunked_chains_are_the_unchunked_chains(swap_every):
     """Same seed, chunk_size 7 (not a divisor of the 5 x 3 x 3 = 45 chains) vs all at once."""
-    ladder = TemperatureLadder(5, power=2.0)
-    runs = [
-        sample_power_posteriors(
-            log_prior,
-            log_lik,
-            X,
-            (D_LATENT,),
-            ladder,
-            MALA(12, 0.05),
-            num_chains=3,
-            swap_every=swap_every,
-            chunk_size=chunk,
-            generator=torch.Generator().manual_seed(4),
-        )
-        for chunk in (None, 7)
-    ]
+    runs = _same_seed_chains(dict(chunk_size=None), dict(chunk_size=7), swap_every=swap_every)
     assert torch.allclose(runs[0].z, runs[1].z, atol=1e-5)
     assert torch.allclose(runs[0].log_likelihood, runs[1].log_likelihood, atol=1e-4)
     assert torch.allclose(runs[0].acceptance_rate, runs[1].acceptance_rate)
-    # and the chains moved (the comparison is not of two starting points)
-    assert (runs[0].z - runs[0].z[:, :, :, :1]).abs().sum() > 0
 
 
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_analytic_reference_term_gives_the_same_chains(chunk):
     """reference_sigma: the prior's Gaussian term differentiated analytically (fewer operations
     per step) gives the chains of the full log-prior through autograd, same seed."""
-    ladder = TemperatureLadder(5, power=2.0)
 
     def rest(z):  # log_prior without its Gaussian term (a constant)
         return z.new_full(z.shape[:1], -0.5 * D_LATENT * math.log(2 * math.pi))
 
-    runs = [
-        sample_power_posteriors(
-            prior,
-            log_lik,
-            X,
-            (D_LATENT,),
-            ladder,
-            MALA(12, 0.05),
-            num_chains=3,
-            chunk_size=chunk,
-            reference_sigma=sigma,
-            generator=torch.Generator().manual_seed(4),
-        )
-        for prior, sigma in ((log_prior, None), (rest, 1.0))
-    ]
+    runs = _same_seed_chains(
+        dict(log_prior=log_prior, reference_sigma=None),
+        dict(log_prior=rest, reference_sigma=1.0),
+        chunk_size=chunk,
+    )
     assert torch.allclose(runs[0].z, runs[1].z, atol=1e-5)
     assert torch.allclose(runs[0].acceptance_rate, runs[1].acceptance_rate)
-    assert (runs[0].z - runs[0].z[:, :, :, :1]).abs().sum() > 0
 
 
 def test_chunked_model_gives_the_same_losses_and_gradients():
