@@ -52,6 +52,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from callbacks.divergence import DivergenceGuard
 from callbacks.prediction_writer import SampleWriter
@@ -86,6 +87,10 @@ def quiet_dependency_noise() -> None:
 
 class LebmSaveConfig(SaveConfigCallback):
     """Writes ``config.yaml`` to the run folder and logs the full config to W&B loggers."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        quiet_dependency_noise()  # again in every process ddp_spawn starts
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
@@ -348,6 +353,12 @@ class LebmCLI(LightningCLI):
                 loggers.insert(0, CSVLogger(save_dir=root, name=""))
             kwargs["logger"] = loggers
         trainer = super().instantiate_trainer(**kwargs)
+        if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+            # ddp_spawn: fix the CSV version here, so the spawned ranks and this process (which
+            # prints the summary afterwards) name the same run folder
+            for logger in trainer.loggers:
+                if isinstance(logger, CSVLogger):
+                    logger.version  # noqa: B018 (computed once, then cached and pickled)
         # ExactResume first: it puts the random states back before any other epoch-start hook
         resume = [c for c in trainer.callbacks if isinstance(c, ExactResume)]
         trainer.callbacks = resume + [c for c in trainer.callbacks if c not in resume]
@@ -373,8 +384,12 @@ class LebmCLI(LightningCLI):
         if ckpt:
             lines.append(f"  {'checkpoint':<11} {ckpt}")
         writer = next((c for c in trainer.callbacks if isinstance(c, SampleWriter)), None)
-        if stage == "predict" and writer is not None and writer.last_path is not None:
-            lines.append(f"  {'predictions':<11} {writer.last_path}")
+        if stage == "predict" and writer is not None:
+            # under ddp_spawn the ranks wrote the file; this process only knows where
+            folder = Path(writer.output_dir) if writer.output_dir else run / "predictions"
+            path = writer.last_path or folder / "samples.pt"
+            if Path(path).exists():
+                lines.append(f"  {'predictions':<11} {path}")
         prefix = {"fit": "val/", "validate": "val/", "test": "test/"}.get(stage)
         if prefix == "val/" and stage == "fit":
             report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)

@@ -132,8 +132,9 @@ def test_bf16_mixed_precision_trains_with_fp32_chains(run_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path):
-    """Two processes, with the gradient-variance callback (one spawn serves both checks)."""
+def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path, capsys):
+    """Two processes, with the gradient-variance callback (one spawn serves both checks); the
+    summary this process prints names the run folder the spawned ranks wrote."""
     variance = tmp_path / "grad_variance.yaml"
     variance.write_text(
         "trainer:\n  callbacks+:\n    - class_path: callbacks.GradientVariance\n"
@@ -144,6 +145,8 @@ def test_ddp_spawn_on_two_cpu_processes(run_cli, tmp_path):
     assert cli.trainer.world_size == 2
     run = tmp_path / "version_0"
     assert (run / "checkpoints" / "last.ckpt").exists()
+    assert f"Run folder: {run}\n" in capsys.readouterr().out
+    assert not (tmp_path / "version_1").exists()
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert any(r.get("val/mmd") for r in rows)
