@@ -1,6 +1,7 @@
 """The study command's pieces (no training here: `make experiment EXPERIMENT_ARGS=--quick` runs it
 end to end): run specs, lebm fit arguments, tables and plots from measured curves."""
 
+import argparse
 import csv
 
 import pytest
@@ -10,6 +11,7 @@ from lebm.experiments.study import (
     PRESETS,
     VARIANCE_KEY,
     Run,
+    apply_budget,
     fit_args,
     parse_run,
     plot,
@@ -87,3 +89,18 @@ def test_tables_and_plots(tmp_path):
         "temperatures_vs_iteration.png",  # only the adaptive run's ladder moves
     ):
         assert (tmp_path / name).stat().st_size > 1000, name
+
+
+def test_the_digits_preset_carries_its_budget_and_flags_override_it():
+    def resolved(**given):
+        args = argparse.Namespace(
+            **{"preset": None, "epochs": None, "variance_every": None, "extra": None, **given}
+        )
+        apply_budget(args)
+        return args.epochs, args.variance_every, args.extra
+
+    # the README's study budget: 4 epochs, variance every 15 steps, FID_d after every epoch
+    assert resolved(preset="digits") == (4, 15, "--trainer.callbacks.every_n_epochs=1")
+    assert resolved(preset="digits", epochs=10, extra="") == (10, 15, "")
+    assert resolved() == (10, 25, "")
+    assert resolved(preset="quick", variance_every=3) == (10, 3, "")
