@@ -55,13 +55,22 @@ def _sampler_keys(hparams) -> list[str]:
     return keys
 
 
-def _optimizer_keys(hparams) -> list[str]:
-    keys = [
-        f"model.init_args.{k}={v}" for k, v in hparams.items() if k == "lr" or k.endswith("_lr")
+def _optimizer_advice(hparams) -> list[str]:
+    """ "lower --<lr>=<value>" for every learning rate, and the gradient clip: "set" it when
+    the run has none, else "lower" it."""
+    advice = [
+        f"lower --model.init_args.{k}={v}"
+        for k, v in hparams.items()
+        if k == "lr" or k.endswith("_lr")
     ]
     if "grad_clip" in hparams:
-        keys.append(f"model.init_args.grad_clip={hparams['grad_clip']} (set it, or lower it)")
-    return keys
+        clip = hparams["grad_clip"]
+        advice.append(
+            "set --model.init_args.grad_clip (a gradient-norm clip, e.g. 1.0; now off)"
+            if clip is None
+            else f"lower --model.init_args.grad_clip={clip}"
+        )
+    return advice
 
 
 def _sampler_in_traceback(exception: BaseException, hparams) -> str | None:
@@ -144,10 +153,7 @@ class DivergenceGuard(Callback):
         if samplers and not isinstance(exception, NonFiniteLossError):
             settings = "lower " + " or ".join(f"--{k}" for k in samplers)
         else:
-            settings = "; ".join(
-                [f"lower --{k}" for k in _optimizer_keys(hparams)]
-                + [f"lower --{k}" for k in samplers]
-            )
+            settings = "; ".join(_optimizer_advice(hparams) + [f"lower --{k}" for k in samplers])
         settings = settings or "lower the learning rate or the sampler step size"
         last = self.last_good_checkpoint(trainer)
         resume = (

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from callbacks import DivergenceGuard
-from callbacks.divergence import NonFiniteLossError
+from callbacks.divergence import NonFiniteLossError, _optimizer_advice
 from datamodules import MoonsDataModule
 from lebm.models import DDPM, LatentEBM
 from lebm.nets import ConditionalMLP
@@ -92,3 +92,16 @@ def test_a_non_finite_state_is_never_checkpointed(tmp_path):
     with pytest.raises(NonFiniteLossError, match="Refusing to write a checkpoint"):
         trainer.save_checkpoint(tmp_path / "bad.ckpt")
     assert not (tmp_path / "bad.ckpt").exists()
+
+
+def test_optimizer_advice_sets_an_absent_gradient_clip_and_lowers_a_present_one():
+    advice = _optimizer_advice({"energy_lr": 1e-3, "generator_lr": 5e-4, "grad_clip": None})
+    assert advice[:2] == [
+        "lower --model.init_args.energy_lr=0.001",
+        "lower --model.init_args.generator_lr=0.0005",
+    ]
+    assert advice[2].startswith("set --model.init_args.grad_clip (")
+    assert _optimizer_advice({"lr": 0.1, "grad_clip": 2.0}) == [
+        "lower --model.init_args.lr=0.1",
+        "lower --model.init_args.grad_clip=2.0",
+    ]
