@@ -15,6 +15,7 @@ from lebm.experiments.study import (
     fit_args,
     parse_run,
     plot,
+    train_one,
     write_tables,
 )
 
@@ -104,3 +105,22 @@ def test_the_digits_preset_carries_its_budget_and_flags_override_it():
     assert resolved(preset="digits", epochs=10, extra="") == (10, 15, "")
     assert resolved() == (10, 25, "")
     assert resolved(preset="quick", variance_every=3) == (10, 3, "")
+
+
+def test_a_diverging_run_is_recorded_and_does_not_stop_the_study(tmp_path):
+    # posterior chains with step 1e30 diverge on the first step: the run fails fast
+    run = Run(
+        "broken",
+        (
+            "-c", "configs/latent_ebm/moons.yaml", "--trainer.callbacks=null",
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+            "--model.init_args.posterior_sampler.init_args.step_size=1e30",
+        ),
+        0,
+    )  # fmt: skip
+    result = train_one(run, str(tmp_path), epochs=1, variance_every=1, wandb=None)
+    assert result["row"]["failed"].startswith("SamplerDivergenceError: ")
+    good = fake_result("vanilla", 0, 2.0, (200, 150))
+    text = write_tables([good, result], tmp_path, "cmd", "1 epoch")
+    assert "| broken | 1 |" in text
+    assert "- broken seed 0: SamplerDivergenceError: " in text

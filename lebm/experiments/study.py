@@ -139,7 +139,10 @@ def fit_args(run: Run, root: Path, epochs: int, variance_every: int, wandb: str 
 
 
 def train_one(run: Run, out: str, epochs: int, variance_every: int, wandb: str | None) -> dict:
-    """One ``lebm fit`` in this process; returns the run's row (final values) and curves."""
+    """One ``lebm fit`` in this process; returns the run's row (final values) and curves.
+
+    A run that stops with an error (a diverged model: ``NonFiniteLossError``) does not stop the
+    study: its row gets ``failed`` (the error's first line) and the values logged before it."""
     import torch
 
     torch.set_num_threads(1)
@@ -147,13 +150,19 @@ def train_one(run: Run, out: str, epochs: int, variance_every: int, wandb: str |
 
     root = Path(out) / "runs" / run.label.replace(" ", "_").replace("/", "_") / f"seed{run.seed}"
     start = time.perf_counter()
-    run_cli(fit_args(run, root, epochs, variance_every, wandb))
+    failed = None
+    try:
+        run_cli(fit_args(run, root, epochs, variance_every, wandb))
+    except Exception as error:  # recorded in the tables; the other runs go on
+        failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     seconds = time.perf_counter() - start
     metrics = sorted(root.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
-    if not metrics:
+    if not metrics and failed is None:
         raise RuntimeError(f"run {run.label} seed {run.seed}: no metrics.csv under {root}")
-    curves = read_curves(metrics[-1])
+    curves = read_curves(metrics[-1]) if metrics else {}
     row = {"label": run.label, "seed": run.seed, "seconds": round(seconds, 1)}
+    if failed:
+        row["failed"] = failed
     for key, series in curves.items():
         if key in (VARIANCE_KEY, MCMC_VARIANCE_KEY):
             row[f"mean {key}"] = sum(v for _, v in series) / len(series)
@@ -284,7 +293,7 @@ def write_tables(results: list[dict], out: Path, command: str, budget: str) -> s
             for key, series in r["curves"].items():
                 for step, value in series:
                     writer.writerow([r["row"]["label"], r["row"]["seed"], step, key, value])
-    stats = [c for c in columns if c not in ("label", "seed")]
+    stats = [c for c in columns if c not in ("label", "seed", "failed")]
     lines = [
         f"Study: {budget}. Mean ± sd over seeds (final validation; variance: mean over training).",
         "",
@@ -302,6 +311,10 @@ def write_tables(results: list[dict], out: Path, command: str, budget: str) -> s
             else:
                 cells.append("")
         lines.append(f"| {label} | {len(group)} | " + " | ".join(cells) + " |")
+    failures = [row for row in rows if row.get("failed")]
+    if failures:
+        lines += ["", "Failed runs (their values are the last logged before the error):"]
+        lines += [f"- {row['label']} seed {row['seed']}: {row['failed']}" for row in failures]
     lines += ["", f"Command: `{command}`", ""]
     text = "\n".join(lines)
     (out / "summary.md").write_text(text)
@@ -384,9 +397,12 @@ def apply_budget(args: argparse.Namespace) -> None:
 def report(result: dict) -> None:
     row = result["row"]
     values = ", ".join(
-        f"{k} {v:.4g}" for k, v in row.items() if k not in ("label", "seed") and k != "seconds"
+        f"{k} {v:.4g}" for k, v in row.items() if k not in ("label", "seed", "seconds", "failed")
     )
-    print(f"  {row['label']} seed {row['seed']}: {row['seconds']:.0f} s; {values}", flush=True)
+    failed = f"; FAILED ({row['failed']})" if row.get("failed") else ""
+    print(
+        f"  {row['label']} seed {row['seed']}: {row['seconds']:.0f} s; {values}{failed}", flush=True
+    )
 
 
 if __name__ == "__main__":
