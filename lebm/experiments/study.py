@@ -173,7 +173,15 @@ def train_one(run: Run, out: str, epochs: int, variance_every: int, wandb: str |
 
 def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, value) per key of interest from a CSVLogger file."""
-    keys = (VARIANCE_KEY, MCMC_VARIANCE_KEY, "val/fid", "val/kid", "val/mmd", "val/mmd_wide")
+    keys = (
+        VARIANCE_KEY,
+        MCMC_VARIANCE_KEY,
+        "val/fid",
+        "val/kid",
+        "val/mmd",
+        "val/mmd_wide",
+        "val/mse",
+    )
     out: dict[str, list[tuple[int, float]]] = {}
     with open(metrics_csv) as f:
         for r in csv.DictReader(f):
