@@ -143,7 +143,9 @@ class DensityMap(Callback):
 
         data = self._split(trainer, "val")
         if data is None or len(data) == 0:
-            data = pl_module.sample(1000).cpu()
+            # a private stream: a plotting callback must not move the training's global RNG
+            generator = torch.Generator(pl_module.device).manual_seed(0)
+            data = pl_module.sample(1000, generator=generator).cpu()
         data = data.flatten(1).float()
         low, high = data.min(0).values, data.max(0).values
         pad = self.margin * (high - low).clamp_min(1e-3)
