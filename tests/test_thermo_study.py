@@ -1,5 +1,6 @@
-"""The study command's pieces (no training here: `make experiment EXPERIMENT_ARGS=--quick` runs it
-end to end): run specs, lebm fit arguments, tables and plots from measured curves."""
+"""The study command's pieces (`make experiment EXPERIMENT_ARGS=--quick` runs it end to end): run
+specs, lebm fit arguments, preset budgets, tables and plots from measured curves, and a run that
+fails (on its first step) being recorded instead of stopping the study."""
 
 import argparse
 import csv

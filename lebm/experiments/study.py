@@ -26,7 +26,13 @@ Writes to ``--out`` (default ``runs/studies/<name>``):
   adaptive ladder;
 - ``runs.csv`` (one row per run and seed: final quality, mean variance, seconds) and
   ``curves.csv`` (every measurement: label, seed, step, key, value);
-- ``summary.md`` (mean ± sd over seeds per label, and the study's command line).
+- ``summary.md`` (mean ± sd over seeds per label, runs that failed with their error, and the
+  study's command line).
+
+A run that fails (a diverged model) is recorded with its error and the values it logged before
+it, and the other runs go on. A preset runs at its own budget (``PRESET_BUDGET``; the digits
+study: 4 epochs, FID_d every epoch, variance every 15 steps) unless ``--epochs``,
+``--variance-every`` or ``--extra`` are given; otherwise 10 epochs, variance every 25 steps.
 
 Runs go to ``--workers`` processes, each with one torch thread and one in-process ``lebm fit``
 per run (lightning is imported once per worker).
@@ -49,6 +55,16 @@ from pathlib import Path
 VARIANCE_KEY = "grad_var/per_sample/total/variance"
 MCMC_VARIANCE_KEY = "grad_var/mcmc/total/variance"
 QUALITY_KEYS = ("val/fid", "val/mmd")
+# what read_curves keeps from a run's metrics.csv (besides the adaptive ladders and swap rates)
+CURVE_KEYS = (
+    VARIANCE_KEY,
+    MCMC_VARIANCE_KEY,
+    "val/fid",
+    "val/kid",
+    "val/mmd",
+    "val/mmd_wide",
+    "val/mse",
+)
 
 DIGITS = "-c configs/latent_ebm/digits.yaml"
 TI = "-c configs/models/ti.yaml"
@@ -173,21 +189,12 @@ def train_one(run: Run, out: str, epochs: int, variance_every: int, wandb: str |
 
 def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, value) per key of interest from a CSVLogger file."""
-    keys = (
-        VARIANCE_KEY,
-        MCMC_VARIANCE_KEY,
-        "val/fid",
-        "val/kid",
-        "val/mmd",
-        "val/mmd_wide",
-        "val/mse",
-    )
     out: dict[str, list[tuple[int, float]]] = {}
     with open(metrics_csv) as f:
         for r in csv.DictReader(f):
             for key, value in r.items():
                 ladder = key.startswith(("train/temperature/", "train/swap_rate/"))
-                if value and (key in keys or ladder):
+                if value and (key in CURVE_KEYS or ladder):
                     out.setdefault(key, []).append((int(r["step"]), float(value)))
     return out
 
