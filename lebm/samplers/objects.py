@@ -36,7 +36,7 @@ from lebm.components import class_path, init_args_of
 from lebm.samplers.base import GaussianReference, LogProb, SamplerResult
 from lebm.samplers.hmc import hmc
 from lebm.samplers.langevin import langevin
-from lebm.samplers.rwm import random_walk_metropolis
+from lebm.samplers.rwm import JumpDistribution, check_jumps, random_walk_metropolis
 
 
 class Sampler(abc.ABC):
@@ -198,14 +198,38 @@ class RandomWalkMetropolis(Sampler):
     ``min(1, exp(log pi(z') - log pi(z)))``; no gradient, one forward pass per proposal.
 
     Args as :class:`Sampler`; ``step_size`` is ``s`` (proposal std ``sqrt(2 s)``: a reference
-    writing ``N(z, sigma^2 I)`` has ``s = sigma^2 / 2``).
+    writing ``N(z, sigma^2 I)`` has ``s = sigma^2 / 2``). ``jump_prob``, ``jump_distribution``
+    and ``jump_scale`` add global independence proposals that let chains cross between
+    separated modes (see :func:`~lebm.samplers.random_walk_metropolis`; off by default).
     """
 
-    def __init__(self, n_steps: int = 100, step_size: float = 0.01, compile: bool = False) -> None:
+    def __init__(
+        self,
+        n_steps: int = 100,
+        step_size: float = 0.01,
+        jump_prob: float = 0.0,
+        jump_distribution: JumpDistribution = "gaussian",
+        jump_scale: float = 1.0,
+        compile: bool = False,
+    ) -> None:
         super().__init__(n_steps, step_size, compile)
+        check_jumps(jump_prob, jump_distribution, jump_scale)
+        self.jump_prob = float(jump_prob)
+        self.jump_distribution = jump_distribution
+        self.jump_scale = float(jump_scale)
 
-    def __call__(self, log_prob, z0, *, generator=None, step_size=None, n_steps=None):
+    def __call__(
+        self, log_prob, z0, *, generator=None, step_size=None, n_steps=None, return_trajectory=False
+    ):
         step_size, n_steps = self._settings(step_size, n_steps)
         return random_walk_metropolis(
-            self._target(log_prob), z0, n_steps, step_size, generator=generator
+            self._target(log_prob),
+            z0,
+            n_steps,
+            step_size,
+            jump_prob=self.jump_prob,
+            jump_distribution=self.jump_distribution,
+            jump_scale=self.jump_scale,
+            generator=generator,
+            return_trajectory=return_trajectory,
         )
