@@ -8,7 +8,8 @@ temperatures would take about a minute per iteration):
 
 1. ``vanilla iteration``: LatentEBM posterior + prior chains, per-sample losses, one backward.
 2. ``TI iteration, batched``: ThermoLatentEBM with N_t = 10: all N_t x B power-posterior chains
-   in one sampler call, the same prior chains, losses, one backward. Ratio TI / vanilla.
+   in one sampler call, the same prior chains, losses, one backward. Ratio TI / vanilla, and
+   (MLP sizes) the ratio of their matrix-product FLOPs counted by :func:`linear_flops`.
 3. ``TI iteration, loop over t``: the same estimator with one sampler call per temperature
    (how the seed study sampled). Ratio loop / batched.
 5. ``peak memory``: one iteration at the SVHN size (batch 100, chains shortened to 2 steps;
@@ -95,8 +96,40 @@ def looped_ti_iteration(model: ThermoLatentEBM, x: torch.Tensor) -> None:
     (loss_ebm + loss_gen.mean()).backward()
 
 
+def linear_flops(model: torch.nn.Module, x: torch.Tensor) -> int | None:
+    """Multiply-add FLOPs (2 per multiply-add) of every ``nn.Linear`` forward in one
+    :func:`iteration`, counted by forward hooks; None when the model has layers of other
+    kinds with weights (convolutions), which this does not count. Each sampler step's backward
+    mirrors its forward, so the ratio of two models' counts is their arithmetic ratio."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    others = [
+        m
+        for m in model.modules()
+        if not isinstance(m, torch.nn.Linear) and getattr(m, "weight", None) is not None
+    ]
+    if others:
+        return None
+    total = 0
+
+    def count(layer, inputs, _output) -> None:
+        nonlocal total
+        total += (
+            2 * (inputs[0].numel() // layer.in_features) * layer.in_features * layer.out_features
+        )
+
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    try:
+        iteration(model, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    model.zero_grad(set_to_none=True)
+    return total
+
+
 def bench(size: Size, batch: int, repeats: int, overhead: bool) -> list[Row]:
     vanilla, thermo, x = build(size, batch)
+    flops = linear_flops(vanilla, x), linear_flops(thermo, x)
     fns = {
         "vanilla iteration": lambda: iteration(vanilla, x),
         f"TI iteration (N_t={NUM_TEMPERATURES}), batched": lambda: iteration(thermo, x),
@@ -108,6 +141,8 @@ def bench(size: Size, batch: int, repeats: int, overhead: bool) -> list[Row]:
     label = f"{size.name} B={batch}"
     rows = [Row(label, "cpu", name, secs, n) for name, (secs, n) in timed.items()]
     rows[1].ratio = f"TI / vanilla = {rows[1].median_ms / rows[0].median_ms:.2f}"
+    if None not in flops:  # the arithmetic the estimator needs, for comparison
+        rows[1].ratio += f" (arithmetic {flops[1] / flops[0]:.2f}x)"
     rows[2].ratio = f"loop / batched = {rows[2].median_ms / rows[1].median_ms:.2f}"
     if overhead:
         callback = GradientVariance()

@@ -23,6 +23,7 @@ def test_thermo_benchmark_quick():
 
     table = main(["--quick"])
     assert "TI / vanilla" in table and "loop / batched" in table
+    assert "(arithmetic " in table  # the TI / vanilla FLOP ratio at the toy size
     assert "GradientVariance.measure" in table
 
 
