@@ -109,7 +109,8 @@ def random_walk_metropolis(
             instead (0: plain random-walk Metropolis, drawing no extra random numbers).
         jump_distribution: q: ``"gaussian"`` ``N(0, jump_scale^2 I)`` or ``"uniform"`` on
             ``[-jump_scale, jump_scale]^D`` (a chain outside that box never jumps).
-        jump_scale: q's scale ``a`` (in the units of z; standardised data: about 1.5).
+        jump_scale: q's scale ``a`` (units of z; for standardised data about 1.5 for the
+            Gaussian, 3 for the uniform: q must cover every mode).
         generator: optional torch.Generator for the proposals and the acceptance draws (on
             z0's device).
         return_trajectory: also return the state after every proposal, shape
