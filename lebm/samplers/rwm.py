@@ -42,8 +42,8 @@ class RandomWalkResult(SamplerResult):
     """A :class:`~lebm.samplers.SamplerResult` of a gradient-free sampler: ``grad_norm`` is NaN
     (never computed) and :meth:`diagnostics` leaves it out."""
 
-    def diagnostics(self) -> dict[str, Tensor]:
-        out = super().diagnostics()
+    def diagnostics(self, *, log_prob_end: bool = True) -> dict[str, Tensor]:
+        out = super().diagnostics(log_prob_end=log_prob_end)
         out.pop("grad_norm")
         return out
 
