@@ -200,17 +200,19 @@ class RandomWalkMetropolis(Sampler):
     Args as :class:`Sampler`; ``step_size`` is ``s`` (proposal std ``sqrt(2 s)``: a reference
     writing ``N(z, sigma^2 I)`` has ``s = sigma^2 / 2``). ``jump_prob``, ``jump_distribution``
     and ``jump_scale`` add global independence proposals that let chains cross between
-    separated modes (see :func:`~lebm.samplers.random_walk_metropolis`; off by default).
+    separated modes (see :func:`~lebm.samplers.random_walk_metropolis`; off by default;
+    keyword-only, so ``RandomWalkMetropolis(n, s, compile)`` keeps its meaning).
     """
 
     def __init__(
         self,
         n_steps: int = 100,
         step_size: float = 0.01,
+        compile: bool = False,
+        *,
         jump_prob: float = 0.0,
         jump_distribution: JumpDistribution = "gaussian",
         jump_scale: float = 1.0,
-        compile: bool = False,
     ) -> None:
         super().__init__(n_steps, step_size, compile)
         check_jumps(jump_prob, jump_distribution, jump_scale)
