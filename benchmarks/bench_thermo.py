@@ -102,12 +102,8 @@ def linear_flops(model: torch.nn.Module, x: torch.Tensor) -> int | None:
     kinds with weights (convolutions), which this does not count. Each sampler step's backward
     mirrors its forward, so the ratio of two models' counts is their arithmetic ratio."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    others = [
-        m
-        for m in model.modules()
-        if not isinstance(m, torch.nn.Linear) and getattr(m, "weight", None) is not None
-    ]
-    if others:
+    weighted = [m for m in model.modules() if getattr(m, "weight", None) is not None]
+    if len(weighted) > len(layers):  # convolutions (or other weighted layers) too
         return None
     total = 0
 
