@@ -12,6 +12,10 @@ Rows, at a toy size and at Pang et al.'s SVHN size (see benchmarks/README.md):
    all through LatentEBM's public methods.
 4. ``training iteration (reference)``: the paper's algorithm written as the official code does
    it (two backward passes per posterior step, two separate loss backwards). Ratio ref / lebm.
+5. ``training iteration (minimal loop)``: the reference with one backward pass per posterior
+   step and nothing else changed: the least work the algorithm needs, written with no framework
+   around it. Reference / minimal is the most any implementation of the same algorithm, chain
+   lengths and networks can gain over the reference; lebm / minimal is lebm's own overhead.
 
 Before timing, a sanity check asserts that one lebm posterior Langevin step moves z by exactly
 the reference's summed gradient (likelihood part + EBM part + Gaussian reference part).
@@ -190,6 +194,18 @@ class Reference:
         self.opt_e.step()
 
 
+class MinimalLoop(Reference):
+    """The reference loop with one backward pass per posterior step: the algorithm's floor."""
+
+    def posterior_grad(self, x: Tensor, z: Tensor) -> Tensor:
+        z = z.detach().requires_grad_(True)
+        log_joint = self.energy(z).sum() - (x - self.generator(z)).pow(2).sum() / (
+            2.0 * self.sigma**2
+        )
+        (grad,) = torch.autograd.grad(log_joint, z)
+        return grad - z.detach() / self.sigma0**2
+
+
 # --------------------------------------------------------------------------- row 3: lebm
 def lebm_iteration_fn(model: LatentEBM, x: Tensor) -> Callable[[], None]:
     """One LatentEBM iteration through its public methods, as its training_step does it."""
@@ -211,7 +227,8 @@ def lebm_iteration_fn(model: LatentEBM, x: Tensor) -> Callable[[], None]:
 
 # --------------------------------------------------------------------------- sanity check
 def check_gradient(size: Size, batch: int | None = None) -> float:
-    """Assert one lebm posterior Langevin step moves z by s * (reference summed gradient).
+    """Assert one lebm posterior Langevin step moves z by s * (reference summed gradient), and
+    that the minimal loop's one-backward gradient is the reference's two-backward one.
 
     With a seeded torch.Generator, ``langevin(..., n_steps=1)`` returns
     ``z0 + s * grad + sqrt(2 s) * eps`` where eps is the generator's first normal draw, so
@@ -229,6 +246,9 @@ def check_gradient(size: Size, batch: int | None = None) -> float:
     grad_ref = ref.posterior_grad(x, z0)
     rel = ((grad_lebm - grad_ref).norm() / grad_ref.norm()).item()
     assert rel <= 1e-5, f"{size.name}: lebm posterior gradient differs from reference: rel {rel:g}"
+    grad_min = MinimalLoop(model).posterior_grad(x, z0)
+    rel_min = ((grad_min - grad_ref).norm() / grad_ref.norm()).item()
+    assert rel_min <= 1e-5, f"{size.name}: minimal loop's gradient differs: rel {rel_min:g}"
     return rel
 
 
@@ -328,8 +348,13 @@ def bench_size(
         device=device,
     )
     ref = Reference(model)  # copies the networks before lebm's Adam steps touch them
+    minimal = MinimalLoop(model)
     it = time_interleaved(
-        {"lebm": lebm_iteration_fn(model, x), "ref": lambda: ref.iteration(x)},
+        {
+            "lebm": lebm_iteration_fn(model, x),
+            "ref": lambda: ref.iteration(x),
+            "min": lambda: minimal.iteration(x),
+        },
         warmup=warmup,
         repeats=repeats,
         min_block_s=min_block_s,
@@ -346,11 +371,16 @@ def bench_size(
         Row(size.name, dev, "bare forward+backward", *step["bare"]),
         Row(size.name, dev, "training iteration (lebm)", *it["lebm"]),
         Row(size.name, dev, "training iteration (reference)", *it["ref"]),
+        Row(size.name, dev, "training iteration (minimal loop)", *it["min"]),
     ]
     bare_ms = rows[2].median_ms
     rows[0].ratio = f"step / bare = {rows[0].median_ms / bare_ms:.2f}"
     rows[1].ratio = f"leapfrog / bare = {rows[1].median_ms / bare_ms:.2f}"
     rows[4].ratio = f"reference / lebm = {rows[4].median_ms / rows[3].median_ms:.2f}"
+    rows[5].ratio = (
+        f"reference / minimal = {rows[4].median_ms / rows[5].median_ms:.2f}, "
+        f"lebm / minimal = {rows[3].median_ms / rows[5].median_ms:.2f}"
+    )
     return rows
 
 

@@ -13,6 +13,7 @@ def test_latent_ebm_benchmark_quick():
         "HMC leapfrog step (lebm)",
         "bare forward+backward",
         "training iteration (reference)",
+        "training iteration (minimal loop)",
     ):
         assert row in table
 

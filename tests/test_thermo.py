@@ -136,6 +136,8 @@ def test_bad_ti_hyperparameters():
         ValueError, match="num_chains must be >= 1 \\(>= 2 for generator_objective='exact'"
     ):
         ThermoLatentEBM(generator_objective="exact", num_chains=1)
+    with pytest.raises(ValueError, match="generator_objective must be 'tempered', 'exact' or"):
+        ThermoLatentEBM(generator_objective="fisher")
     with pytest.raises(ValueError, match="chain_init must be"):
         ThermoLatentEBM(chain_init="warm")
     with pytest.raises(ValueError, match="likelihood_sigma must be > 0"):
@@ -155,9 +157,25 @@ def test_tempered_generator_gradient_is_the_weighted_sum_over_temperatures():
     assert torch.allclose(mse, (model.generator(z[-1, 0]) - x).pow(2).mean())  # t = 1 chains
 
 
+def test_posterior_objective_is_the_t1_chains_log_likelihood_alone():
+    model = ThermoLatentEBM(data_shape=(2,), generator_objective="posterior", num_chains=3, **SMALL)
+    x = torch.randn(5, 2)
+    z = torch.randn(4, 3, 5, 2)
+    ladder = PowerPosteriorSamples(z, torch.zeros(4, 3, 5), None, torch.zeros(()))
+    loss, mse = model.generator_loss(x, Posterior(z[-1, 0], ladder))
+    expected = -sum(model.log_likelihood(x, z[-1, c]) for c in range(3)) / 3
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(mse, (model.generator(z[-1, 0]) - x).pow(2).mean())
+    # the lower temperatures take no part: changing them leaves the loss unchanged
+    z[:-1] += 5.0
+    again, _ = model.generator_loss(x, Posterior(z[-1, 0], ladder))
+    assert torch.equal(loss, again)
+
+
 def test_exact_objective_recovers_the_exact_generator_gradient():
     """On the linear-Gaussian model with exact power-posterior samples, the covariance-corrected
-    TI gradient for W matches grad_W log p(x) (closed form); the tempered one does not."""
+    TI gradient for W matches grad_W log p(x) (closed form), and so does the t = 1 chains'
+    (Fisher's identity, ``generator_objective="posterior"``); the tempered one does not."""
     torch.manual_seed(0)
     x = X[:1]
     ladder = TemperatureLadder(30, power=3.0)
@@ -177,7 +195,10 @@ def test_exact_objective_recovers_the_exact_generator_gradient():
             held = loglik.detach()
             baseline = (held.sum(1, keepdim=True) - held) / (k - 1)
             loglik = loglik + ladder.t.float().view(-1, 1) * (held - baseline) * loglik
-        ladder.integrate(loglik.mean(1)).backward()
+        if objective == "posterior":
+            loglik[-1].mean().backward()
+        else:
+            ladder.integrate(loglik.mean(1)).backward()
         return w.grad
 
     w = W.clone().requires_grad_(True)
@@ -190,6 +211,7 @@ def test_exact_objective_recovers_the_exact_generator_gradient():
     exact, tempered = grad_of("exact"), grad_of("tempered")
     scale = true_grad.norm()
     assert (exact - true_grad).norm() / scale < 0.1
+    assert (grad_of("posterior") - true_grad).norm() / scale < 0.05
     assert (tempered - true_grad).norm() / scale > 0.2
 
 

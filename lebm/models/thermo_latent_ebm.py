@@ -13,6 +13,11 @@ batched tensor, and
 - generator (``"exact"``): adds those covariance terms with a leave-one-out baseline over
   ``num_chains >= 2`` chains per (temperature, data point), so the estimator's expectation is
   the exact gradient ``E_{p_1}[grad log p(x|z)]`` (up to the ladder's discretisation);
+- generator (``"posterior"``): the t = 1 chains alone, ``E_{p_1}[grad log p(x|z)]`` by
+  Fisher's identity -- the same expectation as ``"exact"`` without its covariance terms'
+  variance. TI then serves as a population sampler (the lower temperatures feed the t = 1
+  chains through replica exchange) and as the ``log p(x)`` estimate that is logged, not as the
+  learning signal; the control that isolates what the tempering does to the generator;
 - EBM: the vanilla loss ``mean f(z-) - mean f(z+)`` with the t = 1 chains as positives and,
   as negatives, prior samples: by default the same prior chains as LatentEBM
   (``negatives="prior"``: prior_steps of prior_step_size, so vanilla and TI differ only in
@@ -64,7 +69,8 @@ class ThermoLatentEBM(LatentEBM):
         steps_per_temperature: sampler steps per temperature when annealed (default: the
             posterior sampler's ``n_steps``, which independent chains always run).
         num_chains: chains per (temperature, data point); ``"exact"`` needs >= 2.
-        generator_objective: ``"tempered"`` or ``"exact"`` (see the module docstring).
+        generator_objective: ``"tempered"``, ``"exact"`` or ``"posterior"`` (see the module
+            docstring).
         negatives: ``"prior"`` or ``"ladder"`` (see the module docstring).
         ladder: ``"fixed"`` (the schedule above throughout) or ``"adaptive"`` (start from it,
             then equalise the symmetrised KL between neighbours every ``adapt_every``
@@ -90,7 +96,7 @@ class ThermoLatentEBM(LatentEBM):
         chain_init: ChainInit = "independent",
         steps_per_temperature: int | None = None,
         num_chains: int = 1,
-        generator_objective: Literal["tempered", "exact"] = "tempered",
+        generator_objective: Literal["tempered", "exact", "posterior"] = "tempered",
         negatives: Literal["prior", "ladder"] = "prior",
         ladder: Literal["fixed", "adaptive"] = "fixed",
         adapt_every: int = 1,
@@ -126,9 +132,10 @@ class ThermoLatentEBM(LatentEBM):
             problems.append(f"chain_init must be 'independent' or 'annealed', got {chain_init!r}")
         if steps_per_temperature is not None and steps_per_temperature < 1:
             problems.append(f"steps_per_temperature must be >= 1, got {steps_per_temperature}")
-        if generator_objective not in ("tempered", "exact"):
+        if generator_objective not in ("tempered", "exact", "posterior"):
             problems.append(
-                f"generator_objective must be 'tempered' or 'exact', got {generator_objective!r}"
+                "generator_objective must be 'tempered', 'exact' or 'posterior', got "
+                f"{generator_objective!r}"
             )
         if num_chains < 1 or (generator_objective == "exact" and num_chains < 2):
             problems.append(
@@ -234,9 +241,12 @@ class ThermoLatentEBM(LatentEBM):
 
     def generator_loss(self, x: Tensor, posterior: Posterior) -> tuple[Tensor, Tensor]:
         """Minus the TI estimate of ``log p(x)`` per sample (B,), latents detached; with
-        ``generator_objective="exact"`` plus the covariance terms (module docstring). The MSE
-        is that of the t = 1 chains, from the same forward pass."""
+        ``generator_objective="exact"`` plus the covariance terms, with ``"posterior"`` minus
+        the t = 1 chains' mean log-likelihood (module docstring). The MSE is that of the t = 1
+        chains, from the same forward pass."""
         z = posterior.state.z.detach()
+        if self.hparams.generator_objective == "posterior":
+            z = z[-1:]  # only the t = 1 chains go through the generator
         n_t, k, b = z.shape[:3]
         x_hat = self._generate(z.flatten(0, 2))
         x_all = x.repeat(n_t * k, *([1] * (x.ndim - 1)))
@@ -248,6 +258,8 @@ class ThermoLatentEBM(LatentEBM):
             t = self.ladder.t.to(loglik).view(-1, 1, 1)
             loglik = loglik + t * (held - baseline) * loglik
         mse = (x_hat.detach()[-k * b : -(k - 1) * b or None] - x).pow(2).mean()
+        if self.hparams.generator_objective == "posterior":
+            return -loglik[0].mean(0), mse
         return -self.ladder.integrate(loglik.mean(1)), mse
 
     def _generate(self, z: Tensor) -> Tensor:
