@@ -198,12 +198,7 @@ class MinimalLoop(Reference):
     """The reference loop with one backward pass per posterior step: the algorithm's floor."""
 
     def posterior_grad(self, x: Tensor, z: Tensor) -> Tensor:
-        z = z.detach().requires_grad_(True)
-        log_joint = self.energy(z).sum() - (x - self.generator(z)).pow(2).sum() / (
-            2.0 * self.sigma**2
-        )
-        (grad,) = torch.autograd.grad(log_joint, z)
-        return grad - z.detach() / self.sigma0**2
+        return bare_forward_backward(self.energy, self.generator, x, z, self.sigma, self.sigma0)
 
 
 # --------------------------------------------------------------------------- row 3: lebm
