@@ -17,6 +17,13 @@ way for both models, so their numbers compare:
 * ``nll`` (test stage only): minus the importance-weighted bound (Burda et al. 2016)
   ``log (1/K) sum_k p(x, z_k) / q(z_k | x)``, ``z_k ~ q``; ``bpd = nll / (D ln 2)``;
 * ``mse``: reconstruction error from the decoded mean of q.
+
+Samples decode ``z ~ N(0, I)``, the model's prior (``sample_from="prior"``), or, with
+``sample_from="code_gaussian"``, z from a Gaussian fitted to the training codes (the means of q
+seen in training): ex-post density estimation (Ghosh et al. 2020, "From variational to
+deterministic autoencoders"), for models whose codes drift away from N(0, I). The fit is kept
+either way (a running mean and second moment of the codes, in the checkpoint), so a trained
+model can be sampled both ways.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from lebm.nets import GeneratorMLP
 
 Likelihood = Literal["gaussian", "bernoulli", "logistic"]
 LIKELIHOODS = ("gaussian", "bernoulli", "logistic")
+SampleFrom = Literal["prior", "code_gaussian"]
+SAMPLE_FROM = ("prior", "code_gaussian")
 
 
 class Observation(nn.Module):
@@ -108,6 +117,17 @@ class AutoencoderBase(GenerativeModel):
         fixed_q_sigma: sigma of the fixed-variance q of ``elbo_fixed_q``.
         iwae_samples: K of the importance-weighted bound (test stage).
         iwae_chunk: importance samples decoded at a time (memory: iwae_chunk x batch).
+        sample_from: where :meth:`sample` draws z: ``"prior"`` (N(0, I), the model) or
+            ``"code_gaussian"`` (N(m, C) fitted to the training codes; not the model's prior).
+        code_momentum: rate of the running code moments: each training batch moves them by
+            ``max(code_momentum, 1 / n)`` towards its own (n: batches seen), so the first
+            ``1 / code_momentum`` batches are averaged exactly and later ones exponentially.
+
+    Attributes:
+        code_mean, code_second: running mean (d,) and second moment E[z z^T] (d, d) of the
+            training codes (buffers; N(0, I)'s until the first training batch). Under DDP
+            buffers are broadcast from rank 0 at every forward, so rank 0's fit is the one kept.
+        code_count: training batches seen (a buffer).
     """
 
     def __init__(
@@ -121,12 +141,19 @@ class AutoencoderBase(GenerativeModel):
         fixed_q_sigma: float,
         iwae_samples: int,
         iwae_chunk: int,
+        sample_from: SampleFrom = "prior",
+        code_momentum: float = 0.01,
     ) -> None:
         super().__init__(data_shape)
         _validate_common(type(self).__name__, locals())
         self.latent_dim = latent_dim
         self.decoder = as_factory(decoder or GeneratorMLP, "decoder")(latent_dim, self.data_shape)
         self.observation = Observation(likelihood, likelihood_sigma, initial_scale)
+        self.sample_from = sample_from
+        self.code_momentum = code_momentum
+        self.register_buffer("code_mean", torch.zeros(latent_dim))
+        self.register_buffer("code_second", torch.eye(latent_dim))
+        self.register_buffer("code_count", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------- to implement
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -135,10 +162,46 @@ class AutoencoderBase(GenerativeModel):
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
+    def track_codes(self, codes: Tensor) -> None:
+        """Move the running code moments towards a training batch's codes (B, latent_dim)."""
+        codes = codes.detach().float()
+        self.code_count += 1
+        rate = self.code_count.reciprocal().clamp(min=self.code_momentum)  # no host sync
+        self.code_mean.lerp_(codes.mean(0), rate)
+        self.code_second.lerp_(codes.T @ codes / len(codes), rate)
+
+    def code_covariance(self) -> Tensor:
+        """``E[z z^T] - m m^T`` of the running code moments, (d, d)."""
+        return self.code_second - torch.outer(self.code_mean, self.code_mean)
+
+    @torch.no_grad()
+    def sample_latents(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """z for :meth:`sample`, (num_samples, latent_dim): N(0, I) or, with
+        ``sample_from="code_gaussian"``, N(m, C) of the running code moments (C's square root
+        from its eigendecomposition, negative round-off eigenvalues clamped to 0)."""
+        eps = torch.randn(num_samples, self.latent_dim, generator=generator, device=self.device)
+        if self.sample_from == "prior":
+            return eps
+        eigenvalues, vectors = torch.linalg.eigh(self.code_covariance())
+        root = vectors * eigenvalues.clamp(min=0.0).sqrt()
+        return self.code_mean + eps @ root.T
+
+    @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``mean(decoder(z))``, ``z ~ N(0, I)``: (num_samples, *data_shape)."""
-        z = torch.randn(num_samples, self.latent_dim, generator=generator, device=self.device)
-        return self.observation.mean(self.decoder(z))
+        """``mean(decoder(z))``, z from :meth:`sample_latents`: (num_samples, *data_shape)."""
+        return self.observation.mean(self.decoder(self.sample_latents(num_samples, generator)))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the code moments existed load with N(0, I)'s."""
+        state = checkpoint.get("state_dict", {})
+        defaults = {
+            "code_mean": torch.zeros(self.latent_dim),
+            "code_second": torch.eye(self.latent_dim),
+            "code_count": torch.zeros((), dtype=torch.long),
+        }
+        for name, value in defaults.items():
+            state.setdefault(name, value)
+        super().on_load_checkpoint(checkpoint)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -263,5 +326,9 @@ def _validate_common(model: str, args: dict) -> None:
     for name in ("latent_dim", "initial_scale", "fixed_q_sigma", "iwae_samples", "iwae_chunk"):
         if not args[name] > 0:
             problems.append(f"{name} must be > 0, got {args[name]}")
+    if args["sample_from"] not in SAMPLE_FROM:
+        problems.append(f"sample_from must be one of {SAMPLE_FROM}, got {args['sample_from']!r}")
+    if not 0 < args["code_momentum"] <= 1:
+        problems.append(f"code_momentum must be in (0, 1], got {args['code_momentum']}")
     if problems:
         raise ValueError(f"{model}: " + "; ".join(problems))

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from lebm.components import EncoderFactory, GeneratorFactory, as_factory, as_instance
 from lebm.data import batch_data
-from lebm.models.autoencoder_base import AutoencoderBase, Likelihood
+from lebm.models.autoencoder_base import AutoencoderBase, Likelihood, SampleFrom
 from lebm.nets import EncoderMLP
 from lebm.samplers import MALA, Sampler, SamplerResult
 
@@ -92,6 +92,9 @@ class LangevinAutoencoder(AutoencoderBase):
         fixed_q_sigma: sigma of the evaluation q around ``Phi g_psi(x)`` (paper: 0.05).
         iwae_samples: K of the importance-weighted bound (test stage).
         iwae_chunk: importance samples decoded at a time.
+        sample_from: ``"prior"`` (z ~ N(0, I)) or ``"code_gaussian"`` (z from a Gaussian fitted
+            to the training codes; :class:`~lebm.models.autoencoder_base.AutoencoderBase`).
+        code_momentum: rate of the running code moments behind ``"code_gaussian"``.
 
     Attributes:
         phi: the sampled layer, a buffer of shape (latent_dim, features) (saved in
@@ -117,6 +120,8 @@ class LangevinAutoencoder(AutoencoderBase):
         fixed_q_sigma: float = 0.05,
         iwae_samples: int = 100,
         iwae_chunk: int = 25,
+        sample_from: SampleFrom = "prior",
+        code_momentum: float = 0.01,
     ) -> None:
         super().__init__(
             data_shape,
@@ -128,6 +133,8 @@ class LangevinAutoencoder(AutoencoderBase):
             fixed_q_sigma,
             iwae_samples,
             iwae_chunk,
+            sample_from,
+            code_momentum,
         )
         _validate(locals())
         self.encoder = as_factory(encoder or EncoderMLP, "encoder")(self.data_shape, features)
@@ -253,6 +260,7 @@ class LangevinAutoencoder(AutoencoderBase):
         loss = per_sample.mean()
         with torch.no_grad():
             codes = features @ self.phi.T
+            self.track_codes(codes)
             output = self.decoder(codes)
             recon = self.observation.mean(output)
         logs = {

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from lebm.components import EncoderFactory, GeneratorFactory, as_factory
 from lebm.data import batch_data
-from lebm.models.autoencoder_base import AutoencoderBase, Likelihood
+from lebm.models.autoencoder_base import AutoencoderBase, Likelihood, SampleFrom
 from lebm.nets import EncoderMLP
 
 
@@ -59,6 +59,9 @@ class VAE(AutoencoderBase):
             paper's bound, for comparison with :class:`~lebm.models.LangevinAutoencoder`).
         iwae_samples: K of the importance-weighted bound (test stage).
         iwae_chunk: importance samples decoded at a time (memory: iwae_chunk x batch).
+        sample_from: ``"prior"`` (z ~ N(0, I)) or ``"code_gaussian"`` (z from a Gaussian fitted
+            to the training codes; :class:`~lebm.models.autoencoder_base.AutoencoderBase`).
+        code_momentum: rate of the running code moments behind ``"code_gaussian"``.
     """
 
     def __init__(
@@ -76,6 +79,8 @@ class VAE(AutoencoderBase):
         fixed_q_sigma: float = 0.05,
         iwae_samples: int = 100,
         iwae_chunk: int = 25,
+        sample_from: SampleFrom = "prior",
+        code_momentum: float = 0.01,
     ) -> None:
         super().__init__(
             data_shape,
@@ -87,6 +92,8 @@ class VAE(AutoencoderBase):
             fixed_q_sigma,
             iwae_samples,
             iwae_chunk,
+            sample_from,
+            code_momentum,
         )
         _validate(locals())
         self.encoder = as_factory(encoder or EncoderMLP, "encoder")(self.data_shape, 2 * latent_dim)
@@ -121,7 +128,9 @@ class VAE(AutoencoderBase):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch_data(batch)
         weight = self.kl_weight(self.global_step)
-        log_lik, kl, output = self.elbo_terms(x)
+        q = self.encode(x)
+        self.track_codes(q[0])
+        log_lik, kl, output = self.elbo_terms(x, q=q)
         loss = (-log_lik + weight * kl).mean()
         logs = {
             "loss_recon": -log_lik.detach().mean(),
