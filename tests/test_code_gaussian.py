@@ -118,3 +118,24 @@ def test_bad_values_name_the_argument(kwargs, message):
     for model_class in (VAE, LangevinAutoencoder):
         with pytest.raises(ValueError, match=message):
             model_class(**kwargs)
+
+
+def test_the_comparison_reports_fid_both_ways_and_restores_the_setting(tmp_path):
+    """vae_vs_lae's FID columns: the run's own FID callback, once per sampling mode."""
+    from callbacks import FIDCallback
+    from lebm.experiments.vae_vs_lae import fid_both_ways
+
+    torch.manual_seed(0)
+    model = VAE(data_shape=(2,), latent_dim=2, **TINY_VAE)
+    fid = FIDCallback(num_samples=200, kid_subset_size=20, kid_subsets=5, every_n_epochs=99)
+    data = MoonsDataModule(num_samples=400, batch_size=32, standardize=True)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[fid], num_sanity_val_steps=0)
+    trainer.fit(model, data)
+    model.code_mean.fill_(3.0)  # a fit far from N(0, I): the two FIDs must differ
+    values = fid_both_ways(trainer, model)
+    assert model.sample_from == "prior"
+    model.sample_from = "code_gaussian"
+    assert values["fid/code_gaussian"] == pytest.approx(fid.evaluate(trainer, model)["fid"])
+    model.sample_from = "prior"
+    assert values["fid/prior"] == pytest.approx(fid.evaluate(trainer, model)["fid"])
+    assert values["fid/code_gaussian"] > values["fid/prior"] + 0.1
