@@ -34,8 +34,8 @@ lint: $(STAMP)
 	$(UV) run --frozen ruff check lebm datamodules callbacks tests benchmarks
 	$(UV) run --frozen ruff format --check lebm datamodules callbacks tests benchmarks
 
-# Vanilla vs TI latent EBM on digits (lebm.experiments.study --preset digits: 6 runs x 3 seeds,
-# 4 epochs each, FID_d every epoch; about 1.5 h on 2 CPU cores): gradient variance and FID_d over
+# Vanilla vs TI latent EBM on digits (lebm.experiments.study --preset digits: 7 runs x 3 seeds,
+# 4 epochs each, FID_d every epoch; about 1.8 h on 2 CPU cores): gradient variance and FID_d over
 # training, plots, CSV, summary.md under runs/studies/digits. EXPERIMENT_ARGS=--quick: a
 # one-minute smoke study on moons; other flags (--seeds, --epochs, --run LABEL=ARGS, --wandb):
 # see the module.

@@ -79,6 +79,7 @@ PRESETS: dict[str, list[str]] = {
         f"TI replica exchange={DIGITS} {TI} --model.init_args.swap_every=2",
         f"TI exact={DIGITS} {TI} --model.init_args.generator_objective=exact "
         "--model.init_args.num_chains=2",
+        f"TI posterior={DIGITS} {TI} --model.init_args.generator_objective=posterior",
     ],
     # the --quick smoke study: two runs of a few steps on moons
     "quick": [
