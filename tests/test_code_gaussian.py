@@ -139,3 +139,15 @@ def test_the_comparison_reports_fid_both_ways_and_restores_the_setting(tmp_path)
     model.sample_from = "prior"
     assert values["fid/prior"] == pytest.approx(fid.evaluate(trainer, model)["fid"])
     assert values["fid/code_gaussian"] > values["fid/prior"] + 0.1
+
+
+def test_moments_stay_float32_under_bf16_autocast():
+    """bf16-mixed training hands bf16 codes over; the moments and the samples stay usable."""
+    model = VAE(latent_dim=3, sample_from="code_gaussian", **TINY_VAE)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for codes in _gaussian_batches(50, 64):
+            model.track_codes(codes.bfloat16())
+        z = model.sample_latents(4000, generator=torch.Generator().manual_seed(0))
+    assert model.code_mean.dtype == model.code_second.dtype == torch.float32
+    torch.testing.assert_close(model.code_mean, MEAN, rtol=0, atol=0.05)
+    torch.testing.assert_close(z.float().mean(0), MEAN, rtol=0, atol=0.1)

@@ -164,11 +164,14 @@ class AutoencoderBase(GenerativeModel):
     @torch.no_grad()
     def track_codes(self, codes: Tensor) -> None:
         """Move the running code moments towards a training batch's codes (B, latent_dim)."""
-        codes = codes.detach().float()
+        dtype = self.code_mean.dtype
+        with torch.autocast(codes.device.type, enabled=False):  # moments in the buffers' dtype
+            codes = codes.detach().to(dtype)
+            second = codes.T @ codes / len(codes)
         self.code_count += 1
-        rate = self.code_count.reciprocal().clamp(min=self.code_momentum)  # no host sync
+        rate = self.code_count.reciprocal().clamp(min=self.code_momentum).to(dtype)  # no sync
         self.code_mean.lerp_(codes.mean(0), rate)
-        self.code_second.lerp_(codes.T @ codes / len(codes), rate)
+        self.code_second.lerp_(second, rate)
 
     def code_covariance(self) -> Tensor:
         """``E[z z^T] - m m^T`` of the running code moments, (d, d)."""
