@@ -128,18 +128,24 @@ def gaussian_log_prior(z: Tensor, sigma: float) -> Tensor:
     return -z.flatten(1).pow(2).sum(1) / (2.0 * sigma**2)
 
 
-def contrastive_energy_loss(f_pos: Tensor, f_neg: Tensor) -> Tensor:
+def contrastive_energy_loss(f_pos: Tensor, f_neg: Tensor, l2: float = 0.0) -> Tensor:
     """Per-sample maximum-likelihood loss of an EBM with log-density ``f`` (up to log Z).
 
     Minimising ``mean(f_neg) - mean(f_pos)`` raises ``f`` on positives (data or posterior
     samples) and lowers it on negatives (model samples); its gradient is the log-likelihood
-    gradient ``E_pos[grad f] - E_neg[grad f]`` with the sign flipped.
+    gradient ``E_pos[grad f] - E_neg[grad f]`` with the sign flipped. ``l2 > 0`` adds the
+    energy-magnitude penalty ``l2 (f_pos^2 + f_neg^2)`` (Du and Mordatch 2019), which keeps
+    ``f`` from running away when the negatives stop reaching the positives' region.
 
     Args:
         f_pos: ``f`` at positive samples, shape (B,).
         f_neg: ``f`` at negative samples, shape (B,).
+        l2: weight of the penalty (0: none).
 
     Returns:
-        ``f_neg - f_pos``, shape (B,).
+        ``f_neg - f_pos [+ l2 (f_pos^2 + f_neg^2)]``, shape (B,).
     """
-    return f_neg - f_pos
+    loss = f_neg - f_pos
+    if l2 > 0:
+        loss = loss + l2 * (f_pos.square() + f_neg.square())
+    return loss

@@ -23,6 +23,7 @@ SMALL = tiny_latent_ebm_args()
         ({"betas": (0.5, 1.0)}, "betas must be two numbers in"),
         ({"lr_decay": 1.5}, r"lr_decay \(ExponentialLR gamma\) must be in \(0, 1\]"),
         ({"grad_clip": 0.0}, "grad_clip must be > 0 or None"),
+        ({"energy_l2": -0.1}, "energy_l2 must be >= 0"),
         ({"data_shape": ()}, "data_shape must be a non-empty tuple"),
         ({"latent_dim": 0}, "latent_dim must be > 0"),
     ],
@@ -63,6 +64,21 @@ def test_losses_are_per_sample_and_reach_only_their_network():
     losses["energy"].mean().backward()
     assert all(p.grad is None for p in model.generator.parameters())
     assert all(p.grad is not None for p in model.energy.parameters())
+
+
+@pytest.mark.parametrize("model_class", ["LatentEBM", "ThermoLatentEBM"])
+def test_energy_l2_adds_the_magnitude_penalty_to_the_energy_loss_only(model_class):
+    from lebm import models
+
+    model = getattr(models, model_class)(data_shape=(2,), latent_dim=2, energy_l2=0.3, **SMALL)
+    x, z_neg = torch.randn(6, 2), torch.randn(6, 2)
+    posterior = model.posterior(x)  # TI: the whole ladder; its t = 1 chains are the positives
+    losses = model._objectives(x, posterior, z_neg)[0]
+    f_pos, f_neg = model.energy(posterior.z), model.energy(z_neg)
+    expected = f_neg - f_pos + 0.3 * (f_pos.square() + f_neg.square())
+    torch.testing.assert_close(losses["energy"], expected)
+    model.hparams.energy_l2 = 0.0
+    torch.testing.assert_close(model._objectives(x, posterior, z_neg)[0]["energy"], f_neg - f_pos)
 
 
 def test_gaussian_log_likelihood_constant():

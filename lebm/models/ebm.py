@@ -301,9 +301,7 @@ class EBM(GenerativeModel):
             x_neg, rows, logs = self.negatives(len(x), generator)
             f = self.log_density(torch.cat([x, x_neg]))
             f_pos, f_neg = f[: len(x)], f[len(x) :]
-            loss = contrastive_energy_loss(f_pos, f_neg)
-            if hp.energy_l2 > 0:
-                loss = loss + hp.energy_l2 * (f_pos.square() + f_neg.square())
+            loss = contrastive_energy_loss(f_pos, f_neg, hp.energy_l2)
             logs |= {"f_pos": f_pos.detach().mean(), "f_neg": f_neg.detach().mean()}
             return loss, logs, None if rows is None else (rows, x_neg)
         if hp.objective == "nce":

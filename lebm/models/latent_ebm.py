@@ -83,6 +83,9 @@ class LatentEBM(GenerativeModel):
         betas: Adam betas for both optimizers.
         lr_decay: ExponentialLR gamma applied once per epoch to both (1.0 = constant).
         grad_clip: clip each network's gradient norm to this value (None = no clipping).
+        energy_l2: weight of the energy-magnitude penalty ``energy_l2 (f(z+)^2 + f(z-)^2)``
+            added to the EBM loss (not in Pang et al.; 0 = none). It bounds f when the prior
+            chains fall behind a sharpening energy (as :class:`~lebm.models.EBM`'s).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class LatentEBM(GenerativeModel):
         betas: tuple[float, float] = (0.5, 0.999),
         lr_decay: float = 1.0,
         grad_clip: float | None = None,
+        energy_l2: float = 0.0,
     ) -> None:
         super().__init__(data_shape)
         _validate(locals())
@@ -224,7 +228,8 @@ class LatentEBM(GenerativeModel):
         """Per-sample learning losses given posterior (z_pos) and prior (z_neg) latents.
 
         Returns:
-            ``{"energy": f(z-) - f(z+), "generator": -log p(x | z+)}``, each of shape (B,).
+            ``{"energy": f(z-) - f(z+) [+ energy_l2 (f(z+)^2 + f(z-)^2)], "generator":
+            -log p(x | z+)}``, each of shape (B,).
             Their batch means are the two training losses.
         """
         return self._objectives(x, Posterior(z_pos, z_pos), z_neg)[0]
@@ -243,7 +248,8 @@ class LatentEBM(GenerativeModel):
         else:
             f_pos, f_neg = self.energy(z_pos), self.energy(z_neg)
         loss_gen, mse = self.generator_loss(x, posterior)
-        losses = {"energy": contrastive_energy_loss(f_pos, f_neg), "generator": loss_gen}
+        energy_loss = contrastive_energy_loss(f_pos, f_neg, self.hparams.energy_l2)
+        losses = {"energy": energy_loss, "generator": loss_gen}
         f_pos, f_neg = f_pos.detach(), f_neg.detach()
         logs = {"mse": mse, "en_pos": -f_pos.mean(), "en_neg": -f_neg.mean()}
         # the chains' final log-densities, what the samplers would report (LatentEBM's own
@@ -335,5 +341,7 @@ def _validate(args: dict) -> None:
         problems.append(f"lr_decay (ExponentialLR gamma) must be in (0, 1], got {args['lr_decay']}")
     if args["grad_clip"] is not None and not args["grad_clip"] > 0:
         problems.append(f"grad_clip must be > 0 or None, got {args['grad_clip']}")
+    if not args["energy_l2"] >= 0:
+        problems.append(f"energy_l2 must be >= 0, got {args['energy_l2']}")
     if problems:
         raise ValueError("LatentEBM: " + "; ".join(problems))

@@ -339,9 +339,7 @@ class VAEBM(GenerativeModel):
             e = self.energy_of(torch.cat([x, x_neg]))
         e_pos, e_neg = e[: len(x)], e[len(x) :]
         # contrastive_energy_loss(f+, f-) = f- - f+ with f = -E: E(x+) - E(x-)
-        loss = contrastive_energy_loss(-e_pos, -e_neg)
-        if hp.energy_l2 > 0:
-            loss = loss + hp.energy_l2 * (e_pos.square() + e_neg.square())
+        loss = contrastive_energy_loss(-e_pos, -e_neg, hp.energy_l2)
         if hp.spectral_penalty > 0:
             penalty = self.spectral(power_iterations)
             loss = loss + hp.spectral_penalty * penalty
